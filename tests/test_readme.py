@@ -1,0 +1,21 @@
+"""Every ```python block of the README runs as written."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_block_runs(index, capsys):
+    namespace: dict = {}
+    exec(compile(BLOCKS[index], f"README block {index}", "exec"), namespace)
+    if "draws" in namespace:  # the MAP-then-VI example: fits sin(x), with a sane spread
+        mean, std, x = (np.asarray(namespace[k]) for k in ("mean", "std", "x"))
+        assert np.sqrt(np.mean((mean - np.sin(x[:, 0])) ** 2)) < 0.1
+        assert np.all(std > 0) and np.all(std < 0.5)
+    assert capsys.readouterr().out
