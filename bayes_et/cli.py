@@ -9,7 +9,7 @@ from bayes_et import __version__
 
 PIPELINE = (
     ("params", "variational parameter core", True),
-    ("expfam", "exponential families and exact moments", False),
+    ("expfam", "exponential families and exact moments", True),
     ("generate", "MCMC / quadrature dataset generation", False),
     ("train", "MAP-then-VI training of ET networks", False),
     ("evaluate", "calibration against exact moments", False),

@@ -1,0 +1,20 @@
+"""Exponential families, their supports, and exact moments (closed form or quadrature)."""
+
+from ._family import ExponentialFamily
+from ._named import Beta, Gamma, LaplaceProduct, Quartic, VonMises
+from ._normal import Gaussian, MultivariateNormal, TruncatedNormal
+from ._quadrature import exact_moments, quadrature_moments
+from ._supports import Circle, Interval, Positive, Real, Support
+
+FAMILIES = {
+    cls.__name__: cls
+    for cls in (Gaussian, MultivariateNormal, Gamma, Beta, VonMises, LaplaceProduct,
+                TruncatedNormal, Quartic)
+}
+"""Built-in families by name (as used in configs)."""
+
+__all__ = [
+    "FAMILIES", "Beta", "Circle", "ExponentialFamily", "Gamma", "Gaussian", "Interval",
+    "LaplaceProduct", "MultivariateNormal", "Positive", "Quartic", "Real", "Support",
+    "TruncatedNormal", "VonMises", "exact_moments", "quadrature_moments",
+]

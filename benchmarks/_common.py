@@ -1,0 +1,60 @@
+"""Shared benchmark helpers: environment record, timing, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import jax
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def environment() -> dict:
+    packages = ("bayes-et", "jax", "jaxlib", "equinox", "optax", "blackjax", "diffrax", "numpy")
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax_backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "versions": {p: version(p) for p in packages},
+    }
+
+
+def best_time(fn, repeats: int = 3) -> float:
+    """Seconds of the fastest of `repeats` calls after one warm-up (compilation) call."""
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def uniform_valid_eta(family, n: int, seed: int = 0) -> np.ndarray:
+    """n eta uniform in the family's default box, invalid ones rejected."""
+    lo, hi = family.eta_bounds()
+    rng = np.random.default_rng(seed)
+    out = np.empty((0, family.eta_dim))
+    while len(out) < n:
+        draw = rng.uniform(lo, hi, size=(2 * n, family.eta_dim))
+        out = np.concatenate([out, draw[np.asarray(family.is_valid_eta(draw))]])
+    return out[:n]
+
+
+def save(name: str, result: dict) -> Path:
+    """Write results/NAME.json (with the environment) atomically and return its path."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"environment": environment(), **result}, indent=2))
+    os.replace(tmp, path)
+    return path
