@@ -4,6 +4,7 @@ from ._family import ExponentialFamily
 from ._named import Beta, Gamma, LaplaceProduct, Quartic, VonMises
 from ._normal import Gaussian, MultivariateNormal, TruncatedNormal
 from ._quadrature import exact_moments, quadrature_moments
+from ._spec import build_family, family_spec
 from ._supports import Circle, Interval, Positive, Real, Support
 
 FAMILIES = {
@@ -16,5 +17,6 @@ FAMILIES = {
 __all__ = [
     "FAMILIES", "Beta", "Circle", "ExponentialFamily", "Gamma", "Gaussian", "Interval",
     "LaplaceProduct", "MultivariateNormal", "Positive", "Quartic", "Real", "Support",
-    "TruncatedNormal", "VonMises", "exact_moments", "quadrature_moments",
+    "TruncatedNormal", "VonMises", "build_family", "exact_moments", "family_spec",
+    "quadrature_moments",
 ]

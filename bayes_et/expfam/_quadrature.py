@@ -62,8 +62,11 @@ def _moments_one(family: ExponentialFamily, coarse, eta):
         stats = jax.vmap(family.stats_from_unconstrained)(as_x)
         return _weighted_moments(log_p + log_quad_w, stats)
 
-    if family.support.periodic:  # coarse is one period: the periodic trapezoid rule
-        return moments_on(coarse, jnp.zeros_like(coarse))
+    if family.support.periodic:  # coarse is one period of x: the periodic trapezoid rule
+        x = jnp.reshape(coarse, (-1, *family.x_shape))
+        stats = family.compute_stats(x)
+        log_h = jax.vmap(family.log_base_measure)(x)
+        return _weighted_moments(stats @ eta + log_h, stats)
     log_w = jax.vmap(lambda v: family.log_density_unconstrained(v, eta))(
         jnp.reshape(coarse, (-1, *family.x_shape))
     )

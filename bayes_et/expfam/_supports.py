@@ -1,7 +1,8 @@
-"""Supports: maps from unconstrained u in R to x, with their log-Jacobians.
+"""Supports: maps from unconstrained u to x, with their log-Jacobians.
 
 Samplers and quadrature work on u, so no density they see has a -inf wall. For
-multivariate x the support applies per coordinate and log-Jacobians add up.
+multivariate x the support applies per coordinate and log-Jacobians add up. Each
+coordinate of x takes `u_size` unconstrained numbers (1, or 2 for the circle).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ class Support(abc.ABC):
     """Elementwise map x = forward(u) with log|dx/du| = log_det_jacobian(u)."""
 
     periodic: bool = False
-    """True for the circle: u is an angle and quadrature uses one period."""
+    """True for the circle: quadrature integrates over one period of x directly."""
+    u_size: int = 1
+    """Unconstrained numbers per coordinate of x."""
     search_radius: float = 700.0
     """|u| beyond which quadrature assumes no mass (exp(u) stays finite in float64)."""
 
@@ -33,6 +36,10 @@ class Support(abc.ABC):
 
     def contains(self, x: Array) -> Array:
         return jnp.isfinite(x)
+
+    def u_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of u for one x of shape `x_shape`."""
+        return tuple(x_shape) if self.u_size == 1 else (*x_shape, self.u_size)
 
     def __eq__(self, other):
         return type(self) is type(other) and vars(self) == vars(other)
@@ -99,16 +106,23 @@ class Interval(Support):
 
 
 class Circle(Support):
-    """An angle: x = u wrapped to [-pi, pi). A covering map, not a bijection: a density
-    that is 2*pi-periodic in u is sampled correctly modulo 2*pi."""
+    """An angle in [-pi, pi), from u in R^2: x = atan2(u_2, u_1).
+
+    The "Jacobian" term is an auxiliary radial weight, log w(u) = -|u|^2 / 2: since
+    the integral of r exp(-r^2 / 2) over r > 0 is 1 whatever the angle, the angle
+    marginal of p(x(u)) w(u) is exactly p(x), and the sampler sees a proper density on R^2
+    (an unbounded periodic u would never let NUTS turn around). `inverse` gives the unit
+    vector (cos x, sin x).
+    """
 
     periodic = True
+    u_size = 2
 
     def forward(self, u):
-        return jnp.mod(u + jnp.pi, 2 * jnp.pi) - jnp.pi
+        return jnp.arctan2(u[..., 1], u[..., 0])
 
     def inverse(self, x):
-        return self.forward(x)
+        return jnp.stack([jnp.cos(x), jnp.sin(x)], axis=-1)
 
     def log_det_jacobian(self, u):
-        return jnp.zeros_like(u)
+        return -0.5 * jnp.sum(u**2, axis=-1)

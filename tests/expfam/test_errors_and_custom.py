@@ -118,3 +118,16 @@ def test_interval_validates_its_bounds():
 
 def test_scaled_error_helper_can_fail():
     assert scaled_error(np.ones(1), np.eye(1), np.ones(1) * 1.1, np.eye(1)) > 1e-2
+
+
+def test_circle_embeds_angles_in_the_plane():
+    from bayes_et.expfam import Circle
+
+    circle = Circle()
+    x = jnp.linspace(-3.0, 3.0, 7)
+    np.testing.assert_allclose(circle.forward(circle.inverse(x)), x, atol=1e-12)
+    assert circle.u_shape(()) == (2,) and circle.u_shape((3,)) == (3, 2)
+    # The radial weight integrates to 1 along every ray: the angle marginal is untouched.
+    r = np.linspace(0, 40, 400001)
+    ray = r * np.exp(np.asarray(circle.log_det_jacobian(jnp.stack([r, 0 * r], -1))))
+    np.testing.assert_allclose(np.trapezoid(ray, r), 1.0, rtol=1e-6)

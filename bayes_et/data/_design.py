@@ -1,0 +1,68 @@
+"""Where in eta to put the training points: uniform, log-uniform or a grid, inside a box."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bayes_et.expfam import ExponentialFamily
+
+DESIGNS = ("uniform", "log_uniform", "grid")
+
+
+def _candidates(design: str, lo: np.ndarray, hi: np.ndarray, count: int, rng) -> np.ndarray:
+    if design == "uniform":
+        return rng.uniform(lo, hi, size=(count, lo.size))
+    # log-uniform in |eta|, keeping the sign of the box (both bounds share it)
+    sign = np.sign(lo)
+    a, b = np.log(np.abs(lo)), np.log(np.abs(hi))
+    return sign * np.exp(rng.uniform(np.minimum(a, b), np.maximum(a, b), size=(count, lo.size)))
+
+
+def design_eta(
+    family: ExponentialFamily,
+    num: int,
+    *,
+    design: str = "uniform",
+    box: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """`num` valid eta (num, eta_dim) inside `box` (default: the family's eta_bounds()).
+
+    uniform / log_uniform: independent draws, invalid ones rejected (never replaced by
+    points outside the box). grid: `num` points per axis, the invalid ones dropped.
+    """
+    if design not in DESIGNS:
+        raise ValueError(f"eta.design: {design!r} is not allowed; allowed: {list(DESIGNS)}")
+    lo, hi = (np.asarray(b, float) for b in (box if box is not None else family.eta_bounds()))
+    if lo.shape != (family.eta_dim,) or hi.shape != lo.shape or np.any(lo > hi):
+        raise ValueError(f"eta.box: need lo <= hi of shape ({family.eta_dim},); got {lo}, {hi}")
+    if design == "log_uniform" and np.any(lo * hi <= 0):
+        bad = [family.flat_names[i] for i in np.flatnonzero(lo * hi <= 0)]
+        raise ValueError(f"eta.box: log_uniform needs bounds of one sign, not 0; see {bad}")
+    if design == "grid":
+        axes = [np.linspace(a, b, num) for a, b in zip(lo, hi, strict=True)]
+        points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, lo.size)
+        points = points[np.asarray(family.is_valid_eta(points))]
+        if len(points) == 0:
+            _raise_outside(family, lo, hi)
+        return points
+    rng = np.random.default_rng(seed)
+    out, tried = [], 0
+    while sum(len(o) for o in out) < num:
+        batch = _candidates(design, lo, hi, max(2 * num, 1024), rng)
+        tried += len(batch)
+        out.append(batch[np.asarray(family.is_valid_eta(batch))])
+        if tried >= 1000 * max(num, 100) and sum(len(o) for o in out) < num:
+            _raise_outside(family, lo, hi)
+    return np.concatenate(out)[:num]
+
+
+def _raise_outside(family, lo, hi):
+    centre = (lo + hi) / 2
+    try:
+        family.validate_eta(centre, "eta.box")
+    except ValueError as err:
+        raise ValueError(
+            f"eta.box lies (almost) outside the natural-parameter space: {err}"
+        ) from None
+    raise ValueError("eta.box lies (almost) outside the natural-parameter space of " + family.name)

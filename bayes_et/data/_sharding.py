@@ -1,0 +1,69 @@
+"""Run a per-eta batch function over all devices (and hosts) along the eta axis.
+
+The eta batch is laid out as a global array with `NamedSharding(Mesh(devices, ("eta",)),
+PartitionSpec("eta"))`. Each device then runs the *same single-device program* on its own
+shard (dispatch is asynchronous, so devices work concurrently). We do not compile one SPMD
+program for the mesh: its numerics may differ in the last bit, and a sampler turns one ulp
+into a different chain. This way results do not depend on the number of devices.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def eta_mesh(devices=None) -> Mesh:
+    """A one-axis mesh named "eta" over `devices` (default: all devices of all hosts)."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("eta",))
+
+
+def padded_size(n: int, num_devices: int, block: int = 1) -> int:
+    """Bucket n up to a power of two (fewer recompilations), then to a multiple of
+    num_devices * block."""
+    size = 1 << max(n - 1, 0).bit_length()
+    return -(-size // (num_devices * block)) * num_devices * block
+
+
+@functools.cache
+def _compiled(fn: Callable) -> Callable:
+    return jax.jit(fn)
+
+
+def map_over_eta(
+    fn: Callable, mesh: Mesh, *batched: np.ndarray, replicated=(), block: int = 1
+) -> list:
+    """fn(*batched_shard, *replicated) on each device's slice of the leading axis.
+
+    Inputs are padded by repeating the last row (each device gets a multiple of `block`
+    rows); outputs (a tuple of arrays with the
+    batch axis first) are trimmed back and returned as NumPy arrays, gathered from every
+    host when several take part (`jax.distributed`).
+    """
+    n = batched[0].shape[0]
+    size = padded_size(n, mesh.size, block)
+    sharding = NamedSharding(mesh, PartitionSpec("eta"))
+    padded = [np.concatenate([b, np.repeat(b[-1:], size - n, axis=0)]) for b in batched]
+    inputs = [
+        jax.make_array_from_callback(p.shape, sharding, lambda index, p=p: p[index])
+        for p in padded
+    ]
+    program = _compiled(fn)
+    shard_outputs = []
+    for shards in zip(*(x.addressable_shards for x in inputs), strict=True):
+        device = shards[0].device
+        local = jax.device_put(replicated, device)
+        shard_outputs.append(jax.tree_util.tree_leaves(program(*(s.data for s in shards), *local)))
+    outputs = []
+    for leaves in zip(*shard_outputs, strict=True):
+        shape = (size, *leaves[0].shape[1:])
+        array = jax.make_array_from_single_device_arrays(shape, sharding, list(leaves))
+        if jax.process_count() > 1:
+            array = multihost_utils.process_allgather(array, tiled=True)
+        outputs.append(np.asarray(array)[:n])
+    return outputs

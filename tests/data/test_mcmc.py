@@ -1,0 +1,72 @@
+"""NUTS moments against exact ones: the error bars a dataset carries must be honest."""
+
+import jax
+import numpy as np
+import pytest
+
+from bayes_et.data import FLAG_ESS, design_eta, mcmc_moments
+from bayes_et.expfam import (
+    Beta,
+    Gamma,
+    Gaussian,
+    MultivariateNormal,
+    Quartic,
+    TruncatedNormal,
+    VonMises,
+    exact_moments,
+)
+
+FAMILIES = [Gaussian(), Gamma(), Beta(), VonMises(), TruncatedNormal(), Quartic(),
+            MultivariateNormal(3)]
+DOUBLE_WELLS = np.array([[0.0, 1.5, 0.0, -0.2], [0.3, 1.2, -0.1, -0.25], [-0.5, 1.0, 0.2, -0.3]])
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=repr)
+def test_mcmc_z_scores_are_standard(family):
+    eta = design_eta(family, 50, seed=11)
+    if isinstance(family, Quartic):
+        eta = np.concatenate([eta, DOUBLE_WELLS])
+    est = mcmc_moments(family, eta, jax.random.key(3))
+    mu_exact, _ = exact_moments(family, eta)
+    se = np.sqrt(np.diagonal(est.cov_TT, axis1=1, axis2=2) / est.ess)
+    z = (est.mu_T - mu_exact) / se
+    ok = est.flags == 0
+    print(f"{family.name}: mean z^2 {np.mean(z[ok] ** 2):.3f}, max |z| {np.abs(z[ok]).max():.2f}, "
+          f"flagged {np.mean(~ok):.1%}")
+    assert ok.mean() >= 0.9
+    assert 0.6 <= np.mean(z[ok] ** 2) <= 1.6
+    assert np.abs(z[ok]).max() <= 6
+
+
+def test_quality_gate_reruns_with_more_draws_and_keeps_flags():
+    family = Gamma()
+    eta = design_eta(family, 4, seed=0)
+    easy = mcmc_moments(family, eta, jax.random.key(0), num_warmup=100, num_samples=200,
+                        ess_min=10, rhat_max=1.1)
+    assert np.all(easy.flags == 0) and np.all(easy.num_draws == 200)
+    hard = mcmc_moments(family, eta, jax.random.key(0), num_warmup=100, num_samples=200,
+                        ess_min=1e9, max_retries=2)
+    assert np.all(hard.flags & FLAG_ESS) and np.all(hard.num_draws == 800)
+
+
+def test_draws_depend_on_eta_id_not_on_chunking():
+    family = Gamma()
+    eta = design_eta(family, 6, seed=1)
+    settings = dict(num_warmup=100, num_samples=200, ess_min=0, max_retries=0, block=2)
+    whole = mcmc_moments(family, eta, jax.random.key(5), **settings)
+    part = mcmc_moments(family, eta[2:], jax.random.key(5), eta_ids=np.arange(2, 6), **settings)
+    np.testing.assert_array_equal(part.mu_T, whole.mu_T[2:])
+    other_ids = mcmc_moments(family, eta[2:], jax.random.key(5), **settings)  # ids 0..3
+    assert not np.allclose(other_ids.mu_T, whole.mu_T[2:])
+
+
+def test_bad_sampler_arguments():
+    family = Gamma()
+    eta = design_eta(family, 2)
+    for name, value in [("num_samples", 0), ("num_chains", 1), ("num_warmup", -3)]:
+        with pytest.raises(ValueError, match=f"{name} must be an int"):
+            mcmc_moments(family, eta, jax.random.key(0), **{name: value})
+    with pytest.raises(ValueError, match="target_accept"):
+        mcmc_moments(family, eta, jax.random.key(0), target_accept=1.5)
+    with pytest.raises(ValueError, match=r"eta\['x'\] < 0"):
+        mcmc_moments(family, np.array([[0.0, 1.0]]), jax.random.key(0))
