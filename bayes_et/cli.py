@@ -12,6 +12,7 @@ PIPELINE = (
     ("params", "variational parameter core", True),
     ("expfam", "exponential families and exact moments", True),
     ("generate", "MCMC / quadrature dataset generation", True),
+    ("et", "ET networks: six Bayesian architectures", True),
     ("train", "MAP-then-VI training of ET networks", False),
     ("evaluate", "calibration against exact moments", False),
     ("cavi", "CAVI with learned moments and error bars", False),

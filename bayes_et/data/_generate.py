@@ -72,7 +72,8 @@ def generate(
 
     Work proceeds in chunks saved under ``OUT.parts/``; after an interrupt, `resume=True`
     continues from the finished chunks and yields the same arrays as an uninterrupted run
-    (every eta's sampler keys depend only on the seed and the eta's index).
+    (every eta's sampler keys depend only on the seed and the eta's index). With several
+    hosts (`jax.distributed`), all compute and process 0 writes.
     """
     cfg = load_data_config(config)
     family = build_family(cfg["family"])
@@ -91,10 +92,12 @@ def generate(
         previous = previous.get("fingerprint")
         if previous != fingerprint:
             raise ValueError(f"--resume: {parts} was started with a different config")
-    parts.mkdir(parents=True, exist_ok=True)
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint}))
-    tmp.replace(manifest)
+    writer = jax.process_index() == 0  # with several hosts, one writes (a shared folder)
+    if writer:
+        parts.mkdir(parents=True, exist_ok=True)
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint}))
+        tmp.replace(manifest)
 
     eta = design_eta(family, cfg["eta"]["num"], design=cfg["eta"]["design"],
                      box=box_arrays(family, cfg["eta"]["box"]), seed=cfg["seed"])
@@ -104,12 +107,15 @@ def generate(
                disable=not progress)
     for i, start in enumerate(bar):
         path = parts / f"chunk_{i:05d}.npz"
-        if not path.exists():
+        if path.exists():
+            chunk = load_dataset(path)
+        else:
             ids = np.arange(start, min(start + cfg["chunk_size"], len(eta)))
             t0 = time.perf_counter()
             chunk = _moments(family, method, eta[ids], ids, cfg)
-            save_dataset(path, replace(chunk, metadata={"seconds": time.perf_counter() - t0}))
-        chunk = load_dataset(path)
+            chunk = replace(chunk, metadata={"seconds": time.perf_counter() - t0})
+            if writer:
+                save_dataset(path, chunk)
         chunks.append(chunk)
         seconds.append(chunk.metadata["seconds"])
         bar.set_postfix(flagged=int(sum(np.count_nonzero(c.flags) for c in chunks)))
@@ -124,8 +130,9 @@ def generate(
         "counts": _counts(np.concatenate([c.flags for c in chunks])),
         "timings": {"compute_seconds": float(sum(seconds)), "chunk_seconds": seconds},
     }
-    save_dataset(out, Dataset.concatenate(chunks, metadata))
-    shutil.rmtree(parts)
+    if writer:
+        save_dataset(out, Dataset.concatenate(chunks, metadata))
+        shutil.rmtree(parts)
     return out
 
 

@@ -1,0 +1,120 @@
+"""What every ET network shares: the interface, standardisation, and parameter options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from bayes_et.params import (
+    BayesianLinear,
+    GaussianParameter,
+    LaplacianParameter,
+    sample_all_parameters,
+)
+
+PARAM_TYPES = {"gaussian": GaussianParameter, "laplacian": LaplacianParameter}
+ACTIVATIONS = {"tanh": jax.nn.tanh, "gelu": jax.nn.gelu, "silu": jax.nn.silu,
+               "softplus": jax.nn.softplus}
+PARAM_DEFAULTS = {"bayesian": True, "param_type": "gaussian", "init_stdv": 1e-3}
+
+
+class Standardizer(eqx.Module):
+    """Affine maps z = (eta - eta_mean) / eta_scale and mu = mu_mean + mu_scale * y.
+    Plain arrays (not parameters): no training stage ever moves them."""
+
+    eta_mean: Array
+    eta_scale: Array
+    mu_mean: Array
+    mu_scale: Array
+
+    @classmethod
+    def identity(cls, dim: int) -> Standardizer:
+        zeros, ones = jnp.zeros(dim), jnp.ones(dim)
+        return cls(zeros, ones, zeros, ones)
+
+    @classmethod
+    def fit(cls, eta, mu) -> Standardizer:
+        eta, mu = np.asarray(eta, np.float64), np.asarray(mu, np.float64)
+        floor = lambda s: np.where(s > 1e-12, s, 1.0)
+        return cls(*(jnp.asarray(a, jnp.float32) for a in (
+            eta.mean(0), floor(eta.std(0)), mu.mean(0), floor(mu.std(0)))))
+
+
+class AbstractET(eqx.Module):
+    """An ET network: ``model(eta, *, key=None, sample=False) -> mu_T`` for one eta of
+    shape (eta_dim,); vmap for batches. ``sample=True`` evaluates one weight draw."""
+
+    eta_dim: eqx.AbstractVar[int]
+    scaler: eqx.AbstractVar[Standardizer]
+
+    def _forward(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
+        """mu_T at eta using the parameter means (a sampled model holds its draw there)."""
+        raise NotImplementedError
+
+    def draw(self, key: PRNGKeyArray | None, sample: bool) -> AbstractET:
+        """The model itself, or one weight draw of it."""
+        if not sample:
+            return self
+        if key is None:
+            raise ValueError(f"{type(self).__name__}: sample=True needs key=...")
+        return sample_all_parameters(self, key)
+
+    def _check(self, eta) -> Array:
+        eta = jnp.asarray(eta)
+        if eta.shape != (self.eta_dim,):
+            raise ValueError(
+                f"{type(self).__name__} takes one eta of shape ({self.eta_dim},); got "
+                f"{eta.shape} (use jax.vmap for a batch)"
+            )
+        return eta
+
+    def __call__(self, eta, *, key: PRNGKeyArray | None = None, sample: bool = False):
+        return self.draw(key, sample)._forward(self._check(eta))
+
+    def fisher(self, eta, *, key: PRNGKeyArray | None = None, sample: bool = False):
+        """d mu_T / d eta (d, d): the model's Fisher information."""
+        return jax.jacfwd(self.draw(key, sample)._forward)(self._check(eta))
+
+    def standardize(self, eta, mu) -> AbstractET:
+        """A copy whose input/output scaling is fitted to data eta (n, d), mu (n, d)."""
+        return eqx.tree_at(lambda m: m.scaler, self, Standardizer.fit(eta, mu))
+
+
+def check_config(name: str, config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Defaults completed; unknown keys and bad parameter options raise ValueError."""
+    unknown = set(config) - set(defaults)
+    if unknown:
+        raise ValueError(f"et.{name}: unknown config key(s) {sorted(unknown)}; "
+                         f"allowed: {sorted(defaults)}")
+    cfg = {**defaults, **config}
+    if cfg.get("param_type", "gaussian") not in PARAM_TYPES:
+        raise ValueError(f"et.{name}: param_type={cfg['param_type']!r}; allowed: "
+                         f"{sorted(PARAM_TYPES)}")
+    if "activation" in cfg and cfg["activation"] not in ACTIVATIONS:
+        raise ValueError(f"et.{name}: activation={cfg['activation']!r}; allowed: "
+                         f"{sorted(ACTIVATIONS)}")
+    for key in ("width", "depth", "num_layers", "num_steps"):
+        if key in cfg and not (isinstance(cfg[key], int) and cfg[key] >= 1):
+            raise ValueError(f"et.{name}: {key}={cfg[key]!r}; allowed: an int >= 1")
+    if not (isinstance(cfg.get("init_stdv", 1.0), (int, float)) and cfg.get("init_stdv", 1.0) > 0):
+        raise ValueError(f"et.{name}: init_stdv={cfg['init_stdv']!r}; allowed: a number > 0")
+    return cfg
+
+
+def dense(in_size: int, out_size: int, key, cfg: dict[str, Any], scale: float = 1.0,
+          use_bias: bool = True):
+    """A BayesianLinear with the config's parameter options, weights scaled by `scale`."""
+    layer = BayesianLinear(in_size, out_size, key=key, bayesian=cfg["bayesian"],
+                           param_type=PARAM_TYPES[cfg["param_type"]], init_stdv=cfg["init_stdv"],
+                           use_bias=use_bias)
+    return eqx.tree_at(lambda m: m.weight.mean, layer, layer.weight.mean * scale)
+
+
+def apply(layer: BayesianLinear, x):
+    """The layer at its parameter means (draws live there after sample_all_parameters)."""
+    return layer(x, sample=False)

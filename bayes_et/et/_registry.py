@@ -1,0 +1,37 @@
+"""Build an ET network by name: the entry point of the YAML configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import AbstractET, check_config
+from ._convex import CONVEX_DEFAULTS, ConvexPotentialET
+from ._geometric_flow import FLOW_DEFAULTS, GeometricFlowET
+from ._glow import GLOW_DEFAULTS, GlowET
+from ._regressors import GLUET, MLPET, REGRESSOR_DEFAULTS, QuadraticET
+
+ARCHITECTURES: dict[str, tuple[type[AbstractET], dict[str, Any]]] = {
+    "mlp": (MLPET, REGRESSOR_DEFAULTS),
+    "glu": (GLUET, REGRESSOR_DEFAULTS),
+    "quadratic": (QuadraticET, REGRESSOR_DEFAULTS),
+    "glow": (GlowET, GLOW_DEFAULTS),
+    "geometric_flow": (GeometricFlowET, FLOW_DEFAULTS),
+    "convex_potential": (ConvexPotentialET, CONVEX_DEFAULTS),
+}
+
+
+def build(name: str, eta_dim: int, config: dict[str, Any] | None, key, **kwargs) -> AbstractET:
+    """An ET network `name` for eta of dimension `eta_dim`; `config` overrides the
+    architecture's defaults (``{}`` gives working ones)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"et: unknown architecture {name!r}; allowed: {sorted(ARCHITECTURES)}")
+    if not (isinstance(eta_dim, int) and eta_dim >= 1):
+        raise ValueError(f"et.{name}: eta_dim={eta_dim!r}; allowed: an int >= 1")
+    cls, defaults = ARCHITECTURES[name]
+    return cls(eta_dim, check_config(name, dict(config or {}), defaults), key, **kwargs)
+
+
+def default_config(name: str) -> dict[str, Any]:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"et: unknown architecture {name!r}; allowed: {sorted(ARCHITECTURES)}")
+    return dict(ARCHITECTURES[name][1])
