@@ -39,15 +39,12 @@ def best_time(fn, repeats: int = 3) -> float:
     return min(times)
 
 
-def uniform_valid_eta(family, n: int, seed: int = 0) -> np.ndarray:
-    """n eta uniform in the family's default box, invalid ones rejected."""
-    lo, hi = family.eta_bounds()
-    rng = np.random.default_rng(seed)
-    out = np.empty((0, family.eta_dim))
-    while len(out) < n:
-        draw = rng.uniform(lo, hi, size=(2 * n, family.eta_dim))
-        out = np.concatenate([out, draw[np.asarray(family.is_valid_eta(draw))]])
-    return out[:n]
+def scaled_error(mu, cov, mu_ref, cov_ref) -> float:
+    """Largest moment error relative to |reference| + its standard-deviation scale."""
+    sd = np.sqrt(np.diagonal(cov_ref, axis1=-2, axis2=-1))
+    e_mu = np.abs(mu - mu_ref) / (np.abs(mu_ref) + sd)
+    e_cov = np.abs(cov - cov_ref) / (np.abs(cov_ref) + sd[..., :, None] * sd[..., None, :])
+    return float(max(e_mu.max(), e_cov.max()))
 
 
 def save(name: str, result: dict) -> Path:

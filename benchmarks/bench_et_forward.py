@@ -14,8 +14,9 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-from _common import best_time, save, uniform_valid_eta
+from _common import best_time, save
 
+from bayes_et.data import design_eta
 from bayes_et.et import ARCHITECTURES, build
 from bayes_et.expfam import Gamma
 
@@ -26,7 +27,7 @@ def main():
     parser.add_argument("--draws", type=int, default=32)
     args = parser.parse_args()
     family = Gamma()
-    eta = jnp.asarray(uniform_valid_eta(family, args.n), jnp.float32)
+    eta = jnp.asarray(design_eta(family, args.n), jnp.float32)
     closed = jax.jit(jax.vmap(family._mean_stats))
     closed_rate = args.n / best_time(lambda: closed(eta))
     print(f"{'closed form (Gamma.mean_stats)':34s} {closed_rate:14.0f} mu/s")

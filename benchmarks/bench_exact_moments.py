@@ -13,8 +13,9 @@ import argparse
 
 import jax
 import numpy as np
-from _common import best_time, save, uniform_valid_eta
+from _common import best_time, save, scaled_error
 
+from bayes_et.data import design_eta
 from bayes_et.expfam import (
     Beta,
     Gamma,
@@ -32,13 +33,6 @@ FAMILIES = [Gaussian(), Gamma(), Beta(), VonMises(), LaplaceProduct(1), Truncate
             MultivariateNormal(3), Quartic()]
 
 
-def scaled_error(mu, cov, mu_ref, cov_ref):
-    sd = np.sqrt(np.diagonal(cov_ref, axis1=-2, axis2=-1))
-    e_mu = np.abs(mu - mu_ref) / (np.abs(mu_ref) + sd)
-    e_cov = np.abs(cov - cov_ref) / (np.abs(cov_ref) + sd[..., :, None] * sd[..., None, :])
-    return float(max(e_mu.max(), e_cov.max()))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10_000, help="eta per batch")
@@ -46,7 +40,7 @@ def main():
     rows = []
     with jax.enable_x64(True):
         for family in FAMILIES:
-            eta = uniform_valid_eta(family, n)
+            eta = design_eta(family, n)
             row = {"family": family.name, "n": n}
             if family.has_closed_form:
                 row["closed_eta_per_s"] = n / best_time(

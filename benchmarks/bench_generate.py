@@ -19,9 +19,9 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import best_time, save, uniform_valid_eta
+from _common import best_time, save
 
-from bayes_et.data import mcmc_moments
+from bayes_et.data import design_eta, mcmc_moments
 from bayes_et.expfam import Gamma, MultivariateNormal, Quartic
 
 CHAINS, WARMUP, DRAWS = 4, 500, 1000
@@ -57,7 +57,7 @@ def main():
     n = parser.parse_args().n
     rows = []
     for family in (Gamma(), Quartic(), MultivariateNormal(3)):
-        eta = uniform_valid_eta(family, n, seed=0)
+        eta = design_eta(family, n, seed=0)
         nuts = lambda f=family, e=eta: mcmc_moments(
             f, e, KEY, num_chains=CHAINS, num_warmup=WARMUP, num_samples=DRAWS, max_retries=0
         )

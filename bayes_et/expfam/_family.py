@@ -14,6 +14,19 @@ from jaxtyping import Array, Bool, Float
 from ._supports import Support
 
 
+class VectorFamily:
+    """Mixin for families on R^d with a dimension argument d (x_shape = (d,))."""
+
+    def __init__(self, d: int = 1):
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"{type(self).__name__}: d must be a positive int; got {d!r}")
+        self.d = d
+
+    @property
+    def x_shape(self):
+        return (self.d,)
+
+
 @functools.cache
 def _batched_kernel(family: ExponentialFamily, method: str) -> Callable:
     """One jitted, vmapped closed form per (family, method): compiled once, reused."""

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jax.nn import log_sigmoid
 from jax.scipy.special import digamma, gammaln, i0e, i1e, polygamma
 
-from ._family import ExponentialFamily
+from ._family import ExponentialFamily, VectorFamily
 from ._supports import Circle, Interval, Positive, Real
 
 
@@ -127,20 +127,11 @@ def _log_sinhc(d):
     return jnp.where(small, series, safe + jnp.log(-jnp.expm1(-2 * safe)) - jnp.log(2 * safe))
 
 
-class LaplaceProduct(ExponentialFamily):
+class LaplaceProduct(VectorFamily, ExponentialFamily):
     """Independent coordinates with density exp(-eta_1 |x - 1| - eta_2 |x + 1|) each:
     T = [-|x - 1|, -|x + 1|] per coordinate on R^d. Proper iff eta_1 + eta_2 > 0."""
 
     support = Real()
-
-    def __init__(self, d: int = 1):
-        if not isinstance(d, int) or d < 1:
-            raise ValueError(f"LaplaceProduct: d must be a positive int; got {d!r}")
-        self.d = d
-
-    @property
-    def x_shape(self):
-        return (self.d,)
 
     @property
     def stat_shapes(self):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr
 
-from ._family import ExponentialFamily
+from ._family import ExponentialFamily, VectorFamily
 from ._supports import Positive, Real
 
 LOG_2PI = math.log(2 * math.pi)
@@ -41,7 +41,7 @@ class Gaussian(ExponentialFamily):
         return jnp.array([[var, c], [c, 4 * mu**2 * var + 2 * var**2]])
 
 
-class MultivariateNormal(ExponentialFamily):
+class MultivariateNormal(VectorFamily, ExponentialFamily):
     """N(mu, P^-1) on R^d with T = [x, tril(x x^T)].
 
     The second statistic is the lower triangle of x x^T in row-major order
@@ -53,13 +53,7 @@ class MultivariateNormal(ExponentialFamily):
     support = Real()
 
     def __init__(self, d: int = 2):
-        if not isinstance(d, int) or d < 1:
-            raise ValueError(f"MultivariateNormal: d must be a positive int; got {d!r}")
-        self.d = d
-
-    @property
-    def x_shape(self):
-        return (self.d,)
+        super().__init__(d)
 
     @property
     def stat_shapes(self):

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import scaled_error
+from _common import scaled_error
 from scipy import integrate
 
 from bayes_et.expfam import (

@@ -2,9 +2,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import sample_valid_eta, scaled_error
+from _common import scaled_error
 from scipy import stats
 
+from bayes_et.data import design_eta
 from bayes_et.expfam import (
     Beta,
     Gamma,
@@ -27,7 +28,7 @@ HARD_ETA = {LaplaceProduct(1): [[1.73799554, 1.73719615], [1.0, 1.0], [2.0, 2.00
 
 @pytest.mark.parametrize("family", CLOSED, ids=repr)
 def test_closed_forms_are_derivatives_of_log_partition(family):
-    eta = jnp.asarray(sample_valid_eta(family, 50, seed=1))
+    eta = jnp.asarray(design_eta(family, 50, seed=1))
     grad = jax.jit(jax.vmap(jax.grad(family._log_partition)))(eta)
     hess = jax.jit(jax.vmap(jax.hessian(family._log_partition)))(eta)
     assert scaled_error(family.mean_stats(eta), family.fisher(eta), grad, hess) < 1e-8
@@ -35,7 +36,7 @@ def test_closed_forms_are_derivatives_of_log_partition(family):
 
 @pytest.mark.parametrize("family", ONE_D, ids=repr)
 def test_quadrature_matches_closed_form(family):
-    eta = sample_valid_eta(family, 50, seed=2)
+    eta = design_eta(family, 50, seed=2)
     lo, hi = family.eta_bounds()  # the box corners too: the hardest shapes live there
     corners = np.array(np.meshgrid(*zip(lo, hi, strict=True))).reshape(len(lo), -1).T
     eta = np.concatenate([eta, corners[np.asarray(family.is_valid_eta(jnp.asarray(corners)))]])
@@ -84,7 +85,7 @@ def test_multivariate_normal_tril_convention():
 
 def test_quartic_covariance_is_jacobian_of_mean():
     family = Quartic()
-    eta = sample_valid_eta(family, 20, seed=3)
+    eta = design_eta(family, 20, seed=3)
     double_well = np.array([[0.0, 1.5, 0.0, -0.2], [0.3, 1.2, -0.1, -0.25]])
     eta = np.concatenate([eta, double_well])
     _, cov = quadrature_moments(family, eta)
@@ -102,7 +103,7 @@ FISHER_FAMILIES = CLOSED + [Quartic()]
 
 @pytest.mark.parametrize("family", FISHER_FAMILIES, ids=repr)
 def test_fisher_symmetric_positive_definite(family):
-    eta = sample_valid_eta(family, 30, seed=4)
+    eta = design_eta(family, 30, seed=4)
     _, cov = exact_moments(family, eta)
     np.testing.assert_allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-12, atol=1e-14)
     assert np.all(np.linalg.eigvalsh(cov)[:, 0] > 0)
@@ -110,7 +111,7 @@ def test_fisher_symmetric_positive_definite(family):
 
 def test_batch_axes_broadcast():
     family = Gamma()
-    eta = sample_valid_eta(family, 6, seed=5).reshape(2, 3, 2)
+    eta = design_eta(family, 6, seed=5).reshape(2, 3, 2)
     mu, cov = exact_moments(family, eta)
     assert mu.shape == (2, 3, 2) and cov.shape == (2, 3, 2, 2)
     mu_q, cov_q = quadrature_moments(family, eta)
