@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import optax
 
@@ -14,10 +12,6 @@ from ._tree import is_parameter
 # Fisher information of q per unit, for the location and for the width:
 # Gaussian N(m, s^2): F_m = 1/s^2, F_s = 2/s^2.  Laplace(m, b): F_m = 1/b^2, F_b = 1/b^2.
 _WIDTH_FISHER_FACTOR = {GaussianParameter: 2.0, LaplacianParameter: 1.0}
-
-
-class NaturalGradientState(NamedTuple):
-    pass
 
 
 def natural_gradient(damping: float = 0.0) -> optax.GradientTransformation:
@@ -32,7 +26,7 @@ def natural_gradient(damping: float = 0.0) -> optax.GradientTransformation:
         raise ValueError(f"natural_gradient: damping must be >= 0; got {damping}")
 
     def init_fn(params):
-        return NaturalGradientState()
+        return optax.EmptyState()
 
     def precondition(grad, param):
         factor = _WIDTH_FISHER_FACTOR.get(type(param))
