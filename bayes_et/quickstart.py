@@ -53,6 +53,7 @@ def run_quickstart(config_path: str | None = None) -> int:
     start, stop = (np.asarray(line[k], float) for k in ("start", "stop"))
     eta = family.validate_eta(start + t * (stop - start), "slice")
     mu, cov = exact_moments(family, eta)
+    mu = np.where(np.abs(mu) < 5e-5, 0.0, mu)  # print 0.0000, not -0.0000, for zero moments
     names = family.flat_names
     print(f"Exact moments of {family.name} along the configured eta slice (float64):")
     print("  " + " ".join(f"{'eta_' + n:>9s}" for n in names) + " | "
