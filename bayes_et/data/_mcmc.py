@@ -34,9 +34,6 @@ class MomentEstimate(NamedTuple):
     flags: np.ndarray  # (n,) bitwise OR of FLAG_* (0: passed the quality gate)
     num_draws: np.ndarray  # (n,) draws per chain of the run that was kept
 
-    def take(self, index) -> MomentEstimate:
-        return MomentEstimate(*(np.asarray(field)[index] for field in self))
-
 
 def _check_count(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -139,9 +136,10 @@ def mcmc_moments(
     runs in blocks of `block` eta per device (raise it on a GPU).
     """
     eta = np.asarray(family.validate_eta(np.asarray(eta, np.float64)), np.float64)
-    if eta.ndim != 2:
+    if eta.ndim != 2 or len(eta) == 0:
         raise ValueError(
-            f"mcmc_moments: eta must have shape (n, {family.eta_dim}); got {eta.shape}"
+            f"mcmc_moments: eta must have shape (n, {family.eta_dim}) with n >= 1; "
+            f"got {eta.shape}"
         )
     settings = dict(
         num_chains=_check_count("num_chains", num_chains, 2),

@@ -5,11 +5,11 @@ from ._convex import ConvexPotentialET
 from ._geometric_flow import GeometricFlowET, LearnedField
 from ._glow import GlowET
 from ._inverse import eta_from_mu
-from ._registry import ARCHITECTURES, build, default_config
+from ._registry import ARCHITECTURES, build
 from ._regressors import GLUET, MLPET, QuadraticET
 
 __all__ = [
     "ARCHITECTURES", "AbstractET", "ConvexPotentialET", "GLUET", "GeometricFlowET", "GlowET",
-    "LearnedField", "MLPET", "QuadraticET", "Standardizer", "build", "default_config",
+    "LearnedField", "MLPET", "QuadraticET", "Standardizer", "build",
     "eta_from_mu",
 ]

@@ -30,8 +30,3 @@ def build(name: str, eta_dim: int, config: dict[str, Any] | None, key, **kwargs)
     cls, defaults = ARCHITECTURES[name]
     return cls(eta_dim, check_config(name, dict(config or {}), defaults), key, **kwargs)
 
-
-def default_config(name: str) -> dict[str, Any]:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"et: unknown architecture {name!r}; allowed: {sorted(ARCHITECTURES)}")
-    return dict(ARCHITECTURES[name][1])

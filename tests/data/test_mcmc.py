@@ -66,6 +66,8 @@ def test_bad_sampler_arguments():
     for name, value in [("num_samples", 0), ("num_chains", 1), ("num_warmup", -3)]:
         with pytest.raises(ValueError, match=f"{name} must be an int"):
             mcmc_moments(family, eta, jax.random.key(0), **{name: value})
+    with pytest.raises(ValueError, match="n >= 1"):
+        mcmc_moments(family, np.zeros((0, 2)), jax.random.key(0))
     with pytest.raises(ValueError, match="target_accept"):
         mcmc_moments(family, eta, jax.random.key(0), target_accept=1.5)
     with pytest.raises(ValueError, match=r"eta\['x'\] < 0"):
