@@ -1,0 +1,188 @@
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY, synthetic_dataset
+from scipy import integrate, stats
+
+from bayes_et import cli
+from bayes_et.data import save_dataset, split_dataset
+from bayes_et.et import build
+from bayes_et.params import flatten_means, flatten_stdvs
+from bayes_et.train import (
+    TrainedET,
+    calibration_metrics,
+    function_draws,
+    load_run,
+    load_train_config,
+    make_targets,
+    predict,
+    recalibrate,
+    train,
+)
+
+
+def _setup(data, config=TINY):
+    cfg = load_train_config(config)
+    tr, va, _ = split_dataset(data, tuple(cfg["split"]), cfg["seed"])
+    net = build("mlp", 2, cfg["network"], jax.random.key(0)).standardize(tr.eta, tr.mu_T)
+    model = TrainedET.wrap(net)
+    floor = cfg["likelihood"]["noise_floor"]
+    return cfg, model, make_targets(tr, model, floor), make_targets(va, model, floor), va
+
+
+def _one_stage(cfg, name, epochs):
+    cfg = copy.deepcopy(cfg)
+    cfg["stages"] = [s | {"epochs": epochs} for s in cfg["stages"] if s["name"] == name]
+    return cfg
+
+
+def test_stages_improve_validation_nll_and_leave_frozen_leaves(noisy_gamma):
+    cfg, model, tr, va, _ = _setup(noisy_gamma)
+    fitted, history = train(model, tr, va, _one_stage(cfg, "map", 40), key=jax.random.key(1),
+                            progress=False)
+    assert min(row["val_nll"] for row in history) < history[0]["val_nll"] - 1.0
+    assert all(np.isfinite(row[k]) for row in history for k in ("train_nll", "train_kl"))
+    # MAP: widths and the scaler stay, means and the misfit move.
+    assert np.array_equal(flatten_stdvs(fitted.net), flatten_stdvs(model.net))
+    assert not np.allclose(flatten_means(fitted.net), flatten_means(model.net))
+    assert not np.allclose(fitted.log_misfit, model.log_misfit)
+    assert np.array_equal(fitted.net.scaler.mu_scale, model.net.scaler.mu_scale)
+    vi, history = train(fitted, tr, va, _one_stage(cfg, "vi", 5), key=jax.random.key(2),
+                        progress=False)
+    # VI: means stay, widths move.
+    assert np.array_equal(flatten_means(vi.net), flatten_means(fitted.net))
+    assert not np.allclose(flatten_stdvs(vi.net), flatten_stdvs(fitted.net))
+    assert {row["stage"] for row in history} == {"vi"}
+
+
+def test_recalibration_sets_validation_mean_z2_to_one(noisy_gamma):
+    cfg, model, tr, va, val_set = _setup(noisy_gamma)
+    model, _ = train(model, tr, va, cfg, key=jax.random.key(1), progress=False)
+    key = jax.random.key(3)
+    calibrated = recalibrate(model, val_set, key, num_samples=16)
+    mean, cov = predict(calibrated, val_set.eta, key, 16)
+    var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2)
+    noise = np.diagonal(val_set.cov_TT, axis1=1, axis2=2) / val_set.ess
+    z2 = (val_set.mu_T - np.asarray(mean)) ** 2 / (var + noise)
+    assert abs(z2.mean() - 1) <= 0.05
+    # Calibrated function draws spread c times the raw draws around the same mean.
+    draws = np.asarray(function_draws(calibrated, val_set.eta, key, 16))
+    _, raw_cov = predict(calibrated, val_set.eta, key, 16, calibrated=False)
+    raw_var = np.diagonal(np.asarray(raw_cov), axis1=1, axis2=2) - np.asarray(
+        model.misfit_variance)
+    c = float(calibrated.calibration)
+    np.testing.assert_allclose(draws.mean(0), np.asarray(mean), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(draws.var(0, ddof=1), c**2 * raw_var, rtol=1e-3, atol=1e-9)
+
+
+def test_metrics_equal_a_direct_computation():
+    rng = np.random.default_rng(0)
+    n, k = 500, 3
+    truth = rng.normal(size=(n, k)) * [1.0, 5.0, 0.1]
+    sd = rng.uniform(0.05, 0.5, size=(n, k))
+    mean = truth + sd * rng.standard_t(5, size=(n, k))
+    mcse = rng.uniform(0.1, 1.0, size=(n, k))
+    m = calibration_metrics(mean, sd**2, truth, mcse, ["a", "b", "c"])
+    z = (truth - mean) / sd
+    for level in (0.5, 0.8, 0.9, 0.95):
+        lo, hi = stats.norm.interval(level, loc=mean, scale=sd)
+        assert m["coverage"][str(level)] == pytest.approx(np.mean((truth >= lo) & (truth <= hi)))
+    assert m["mean_z2"] == pytest.approx(np.mean(z**2))
+    assert m["nll"] == pytest.approx(-np.mean(stats.norm.logpdf(truth, mean, sd)))
+    pit = np.histogram(stats.norm.cdf(truth, mean, sd), bins=10, range=(0, 1))[0] / truth.size
+    np.testing.assert_allclose(m["pit_histogram"], pit)
+    nrmse = np.sqrt(np.mean((mean - truth) ** 2, 0)) / truth.std(0)
+    np.testing.assert_allclose(list(m["nrmse"].values()), nrmse)
+    np.testing.assert_allclose(list(m["rms_error_over_mcse"].values()),
+                               np.sqrt(np.mean(((mean - truth) / mcse) ** 2, 0)))
+    # CRPS by numerical integration of (F(x) - 1[x >= y])^2 over a few points.
+    crps = []
+    for mu, s, y in zip(mean[:20, 0], sd[:20, 0], truth[:20, 0], strict=True):
+        below = integrate.quad(lambda x: stats.norm.cdf(x, mu, s) ** 2, mu - 12 * s, y)[0]
+        above = integrate.quad(lambda x: stats.norm.sf(x, mu, s) ** 2, y, mu + 12 * s)[0]
+        crps.append(below + above)
+    direct = calibration_metrics(mean[:20, :1], sd[:20, :1] ** 2, truth[:20, :1])["crps"]
+    assert direct == pytest.approx(np.mean(crps), rel=1e-6)
+
+
+def test_train_and_evaluate_commands(tmp_path, capsys):
+    data, exact = tmp_path / "noisy.npz", tmp_path / "exact.npz"
+    save_dataset(data, synthetic_dataset(300, seed=1))
+    save_dataset(exact, synthetic_dataset(100, seed=2, ess=None))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))  # JSON is YAML
+    run = tmp_path / "run"
+    assert cli.main(["train", str(config), "--data", str(data), "--out", str(run)]) == 0
+    assert "coverage" in capsys.readouterr().out
+    for name in ("model.eqx", "metrics.json", "history.csv", "learning_curves.png",
+                 "calibration.png"):
+        assert (run / name).stat().st_size > 0, name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_train"] == 240 and metrics["test"]["num_eta"] == 30
+    assert abs(metrics["validation_mean_z2"] - 1) <= 0.05
+    history = (run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("stage,") and len(history) == metrics["epochs"] + 1
+    model, header = load_run(run)
+    assert header["architecture"] == "mlp" and float(model.calibration) == pytest.approx(
+        metrics["calibration_scale"])
+    assert cli.main(["evaluate", str(run), "--data", str(exact)]) == 0
+    evaluation = json.loads((run / "evaluation-exact.json").read_text())
+    assert evaluation["num_eta"] == 100 and "rms_error_over_mcse" not in evaluation
+    assert (run / "calibration-exact.png").exists()
+    # An existing run is not overwritten without --force.
+    assert cli.main(["train", str(config), "--data", str(data), "--out", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"architecture": "cnn"}, "config key 'architecture': got 'cnn'"),
+    ({"stages": [{"name": "mcmc", "epochs": 3}]}, "config key 'stages[0].name'"),
+    ({"stages": [{"name": "map", "epochs": 0}]}, "config key 'stages[0].epochs': got 0"),
+    ({"split": [0.5, 0.5]}, "config key 'split'"),
+    ({"likelihood": {"noise": 1}}, "config key 'likelihood.noise' is unknown"),
+    ({"batchsize": 3}, "config key 'batchsize' is unknown"),
+])
+def test_bad_training_configs_name_the_key(change, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_train_config(TINY | change)
+
+
+def test_predict_rejects_bad_shapes(noisy_gamma):
+    _, model, *_ = _setup(noisy_gamma)
+    with pytest.raises(ValueError, match=r"eta must have shape \(n, 2\)"):
+        predict(model, jnp.zeros(2), jax.random.key(0))
+
+
+_TWO_DEVICES = """
+import json, sys, jax
+sys.path.insert(0, {tests!r})
+from conftest import TINY, synthetic_dataset
+from test_train import _setup, _one_stage
+cfg, model, tr, va, _ = _setup(synthetic_dataset(400, seed=0))
+_, history = train(model, tr, va, _one_stage(cfg, "map", 3), key=jax.random.key(1),
+                   progress=False)
+print(json.dumps([len(jax.devices())] + [row["val_nll"] for row in history]))
+""".replace("train(", "__import__('bayes_et.train').train.train(")
+
+
+def test_batches_shard_across_devices():
+    """Two host devices (data parallel) follow the single-device training run."""
+    code = _TWO_DEVICES.format(tests=str(Path(__file__).parent))
+    runs = []
+    for count in (1, 2):
+        env = os.environ | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
+                            "JAX_PLATFORMS": "cpu"}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert runs[0][0] == 1 and runs[1][0] == 2
+    np.testing.assert_allclose(runs[1][1:], runs[0][1:], rtol=1e-4)
