@@ -11,11 +11,15 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index, capsys):
+def test_readme_block_runs(index, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # blocks may write files
     namespace: dict = {}
     exec(compile(BLOCKS[index], f"README block {index}", "exec"), namespace)
     if "draws" in namespace:  # the MAP-then-VI example: fits sin(x), with a sane spread
         mean, std, x = (np.asarray(namespace[k]) for k in ("mean", "std", "x"))
         assert np.sqrt(np.mean((mean - np.sin(x[:, 0])) ** 2)) < 0.1
         assert np.all(std > 0) and np.all(std < 0.5)
+    if "truth" in namespace:  # the training example: predictions near the exact moments
+        mean, sd, truth = (np.asarray(namespace[k]) for k in ("mean", "sd", "truth"))
+        assert np.all(np.abs(mean - truth) <= 0.05 * np.abs(truth) + 5 * sd)
     assert capsys.readouterr().out

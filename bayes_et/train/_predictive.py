@@ -17,8 +17,8 @@ ETA_BLOCK = 1024  # eta per vmapped block: bounds memory for large batches
 
 
 @eqx.filter_jit
-def _raw(model: TrainedET, eta, key, num_samples: int):
-    """(mean (n, k), uncalibrated covariance (n, k, k), draws (S, n, k))."""
+def raw_predictive(model: TrainedET, eta, key, num_samples: int):
+    """(mean (n, k), uncalibrated covariance (n, k, k) with the misfit, draws (S, n, k))."""
     keys = jax.random.split(key, num_samples)
     per_eta = lambda e: jax.vmap(lambda k: model.net(e, key=k, sample=True))(keys)
     draws = jnp.swapaxes(jax.lax.map(per_eta, eta, batch_size=ETA_BLOCK), 0, 1)
@@ -43,7 +43,7 @@ def predict(
 ) -> tuple[Float[Array, "n k"], Float[Array, "n k k"]]:
     """Predictive mean and covariance of mu_T at each eta: the spread of `num_samples`
     weight draws plus the misfit variance, times c^2 once recalibrated."""
-    mean, cov, _ = _raw(model, _check(model, eta, num_samples), key, num_samples)
+    mean, cov, _ = raw_predictive(model, _check(model, eta, num_samples), key, num_samples)
     return mean, cov * (model.calibration**2 if calibrated else 1.0)
 
 
@@ -51,7 +51,7 @@ def function_draws(
     model: TrainedET, eta: Float[Array, "n d"], key: PRNGKeyArray, num_samples: int = 64
 ) -> Float[Array, "S n k"]:
     """Calibrated function draws m + c (f_s - m) of mu_T at each eta: (S, n, k)."""
-    mean, _, draws = _raw(model, _check(model, eta, num_samples), key, num_samples)
+    mean, _, draws = raw_predictive(model, _check(model, eta, num_samples), key, num_samples)
     return mean + model.calibration * (draws - mean)
 
 

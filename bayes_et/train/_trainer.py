@@ -18,6 +18,7 @@ from bayes_et.params import NormalPrior, natural_gradient
 
 from ._model import TrainedET, stage_filter
 from ._objective import Targets, fisher_mismatch, gaussian_nll, objective, standardised
+from ._predictive import raw_predictive
 
 # (means train, widths train) per stage; widths training means the ELBO's sampled forward.
 STAGE_FLAGS = {"map": (True, False), "vi": (False, True), "joint": (True, True)}
@@ -48,15 +49,10 @@ def _batch_size(cfg: dict, num_train: int, num_devices: int) -> int:
 def validation_nll(model: TrainedET, val: Targets, key, num_samples: int) -> jax.Array:
     """Mean NLL of the validation targets under the predictive distribution of
     `num_samples` weight draws (fixed key: comparable across epochs), standardised units."""
-    keys = jax.random.split(key, num_samples)
-    draws = jax.vmap(lambda k: jax.vmap(
-        lambda e: model.net(e, key=k, sample=True))(val.eta))(keys)
-    draws = standardised(model, draws)
-    mean = draws.mean(0)
-    dev = draws - mean
-    cov = jnp.einsum("sna,snb->nab", dev, dev) / (num_samples - 1)
-    cov = cov + jnp.diag(jnp.exp(model.log_misfit)) + val.noise
-    return jnp.mean(jax.vmap(gaussian_nll)(val.y - mean, cov))
+    mean, cov, _ = raw_predictive(model, val.eta, key, num_samples)
+    scale = model.net.scaler.mu_scale
+    cov = cov / (scale[:, None] * scale[None, :]) + val.noise
+    return jnp.mean(jax.vmap(gaussian_nll)(val.y - standardised(model, mean), cov))
 
 
 @eqx.filter_jit
@@ -121,7 +117,7 @@ def train(
         best_nll, best, waited = np.inf, model, 0
         bar = tqdm(range(stage["epochs"]), desc=f"train {stage['name']}", unit="epoch",
                    disable=not progress)
-        for epoch in bar:
+        for _ in bar:
             start = time.perf_counter()
             order = rng.permutation(num_train)[: num_batches * size].reshape(num_batches, size)
             batches = jax.device_put(Targets(*(a[order] for a in host)), sharding)
