@@ -211,3 +211,19 @@ def test_each_config_trains_its_architecture(path, noisy_gamma):
                        cfg, key=jax.random.key(1), progress=False)
     assert [row["stage"] for row in history] == ["map", "vi"]
     assert all(np.isfinite(row["val_nll"]) and np.isfinite(row["val_fisher"]) for row in history)
+
+
+def test_a_data_config_is_generated_once_into_the_run_folder(tmp_path):
+    from bayes_et.train import train_run
+
+    data_config = tmp_path / "gamma.yaml"
+    data_config.write_text("family: Gamma\neta: {num: 200}\nmethod: closed_form\n")
+    config = TINY | {"data": str(data_config), "network": {"width": 8, "depth": 1},
+                     "stages": [{"name": "map", "epochs": 2}, {"name": "vi", "epochs": 1}]}
+    run = train_run(config, out=tmp_path / "run", progress=False)
+    stamp = (run / "data.npz").stat().st_mtime_ns
+    train_run(config, out=run, force=True, progress=False)
+    assert (run / "data.npz").stat().st_mtime_ns == stamp  # reused, not regenerated
+    data_config.write_text("family: Gamma\neta: {num: 201}\nmethod: closed_form\n")
+    with pytest.raises(ValueError, match="generated from a different config"):
+        train_run(config, out=run, force=True, progress=False)
