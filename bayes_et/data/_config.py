@@ -58,15 +58,19 @@ def _known(section: str, mapping, allowed: set[str], required: set[str] = frozen
             raise ValueError(f"config key '{prefix}{key}' is missing (required)")
 
 
+def read_config(source: str | Path | dict) -> dict:
+    """A config as a fresh dict: a copy of `source`, or the YAML file it names."""
+    if isinstance(source, dict):
+        return copy.deepcopy(source)
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"config: no such file {str(path)!r}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
 def load_data_config(source: str | Path | dict) -> dict[str, Any]:
     """Read (from YAML or a dict), validate and complete a dataset-generation config."""
-    if isinstance(source, dict):
-        raw = copy.deepcopy(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"config: no such file {str(path)!r}")
-        raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_config(source)
     _known("", raw, KEYS, {"family", "eta"})
     family = build_family(raw["family"])
     cfg = {"family": raw["family"], **copy.deepcopy(DEFAULTS)}

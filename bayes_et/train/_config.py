@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from bayes_et.data._config import _fail, _int, _known, _number
+from bayes_et.data._config import _fail, _int, _known, _number, read_config
 from bayes_et.et import ARCHITECTURES
 
 STAGES = ("map", "vi", "joint")
@@ -53,13 +52,7 @@ def _stage(i: int, raw) -> dict:
 
 def load_train_config(source: str | Path | dict) -> dict[str, Any]:
     """Read (from YAML or a dict), validate and complete a training config."""
-    if isinstance(source, dict):
-        raw = copy.deepcopy(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"config: no such file {str(path)!r}")
-        raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_config(source)
     _known("", raw, KEYS, {"architecture"})
     cfg = {**copy.deepcopy(DEFAULTS), **raw}
     if cfg["architecture"] not in ARCHITECTURES:
