@@ -1,5 +1,6 @@
 """Exponential families, their supports, and exact moments (closed form or quadrature)."""
 
+from ._divergence import kl_divergence, log_partition_difference
 from ._family import ExponentialFamily
 from ._named import Beta, Gamma, LaplaceProduct, Quartic, VonMises
 from ._normal import Gaussian, MultivariateNormal, TruncatedNormal
@@ -18,5 +19,5 @@ __all__ = [
     "FAMILIES", "Beta", "Circle", "ExponentialFamily", "Gamma", "Gaussian", "Interval",
     "LaplaceProduct", "MultivariateNormal", "Positive", "Quartic", "Real", "Support",
     "TruncatedNormal", "VonMises", "build_family", "exact_moments", "family_spec",
-    "quadrature_moments",
+    "kl_divergence", "log_partition_difference", "quadrature_moments",
 ]

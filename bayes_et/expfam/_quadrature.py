@@ -83,13 +83,24 @@ def _moments_one(family: ExponentialFamily, coarse, eta):
     return moments_on(u, jnp.log(quad_w))
 
 
+def _coarse_grid(family, dtype):
+    if family.support.periodic:
+        return jnp.linspace(-jnp.pi, jnp.pi, PERIODIC_POINTS, endpoint=False, dtype=dtype)
+    radius = family.support.search_radius
+    return jnp.sinh(jnp.linspace(-1.0, 1.0, COARSE_POINTS, dtype=dtype) * np.arcsinh(radius))
+
+
+def moments_at(
+    family: ExponentialFamily, eta: Float[Array, " eta_dim"]
+) -> tuple[Float[Array, " eta_dim"], Float[Array, "eta_dim eta_dim"]]:
+    """(mu_T, cov_TT) at one valid eta by quadrature, traceable (jit/vmap), in eta's dtype:
+    for use inside jitted code. One-dimensional x only; no validation."""
+    return _moments_one(family, _coarse_grid(family, eta.dtype), eta)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _moments_batch(family, eta):
-    radius = family.support.search_radius
-    if family.support.periodic:
-        coarse = jnp.linspace(-jnp.pi, jnp.pi, PERIODIC_POINTS, endpoint=False)
-    else:
-        coarse = jnp.sinh(jnp.linspace(-1.0, 1.0, COARSE_POINTS) * np.arcsinh(radius))
+    coarse = _coarse_grid(family, eta.dtype)
     return jax.lax.map(lambda e: _moments_one(family, coarse, e), eta, batch_size=BATCH)
 
 

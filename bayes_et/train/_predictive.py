@@ -47,12 +47,23 @@ def predict(
     return mean, cov * (model.calibration**2 if calibrated else 1.0)
 
 
+def misfit_offsets(model: TrainedET, key: PRNGKeyArray, num_samples: int
+                   ) -> Float[Array, "S k"]:
+    """One constant offset per function draw, c sqrt(misfit) eps_s with eps_s ~ N(0, I):
+    the misfit as a smooth (locally constant) error rather than independent noise."""
+    eps = jax.random.normal(jax.random.fold_in(key, 1), (num_samples, model.net.eta_dim))
+    return model.calibration * jnp.sqrt(model.misfit_variance) * eps
+
+
 def function_draws(
     model: TrainedET, eta: Float[Array, "n d"], key: PRNGKeyArray, num_samples: int = 64
 ) -> Float[Array, "S n k"]:
-    """Calibrated function draws m + c (f_s - m) of mu_T at each eta: (S, n, k)."""
+    """Calibrated function draws m + c (f_s - m) + c sqrt(misfit) eps_s of mu_T at each eta:
+    (S, n, k). Each draw is a whole function of eta whose pointwise spread matches the
+    calibrated predictive covariance."""
     mean, _, draws = raw_predictive(model, _check(model, eta, num_samples), key, num_samples)
-    return mean + model.calibration * (draws - mean)
+    offsets = misfit_offsets(model, key, num_samples)
+    return mean + model.calibration * (draws - mean) + offsets[:, None, :]
 
 
 def mean_z2(mean, var, target, noise_var) -> float:

@@ -27,6 +27,7 @@ from bayes_et.train import (
     recalibrate,
     train,
 )
+from bayes_et.train._predictive import raw_predictive
 
 
 def _setup(data, config=TINY):
@@ -73,14 +74,19 @@ def test_recalibration_sets_validation_mean_z2_to_one(noisy_gamma):
     noise = np.diagonal(val_set.cov_TT, axis1=1, axis2=2) / val_set.ess
     z2 = (val_set.mu_T - np.asarray(mean)) ** 2 / (var + noise)
     assert abs(z2.mean() - 1) <= 0.05
-    # Calibrated function draws spread c times the raw draws around the same mean.
-    draws = np.asarray(function_draws(calibrated, val_set.eta, key, 16))
-    _, raw_cov = predict(calibrated, val_set.eta, key, 16, calibrated=False)
-    raw_var = np.diagonal(np.asarray(raw_cov), axis1=1, axis2=2) - np.asarray(
-        model.misfit_variance)
+    # Calibrated function draws: c times the raw weight draws around the same mean, plus
+    # one misfit offset per draw, constant over eta and N(0, c^2 misfit) across draws.
+    num = 256
+    draws = np.asarray(function_draws(calibrated, val_set.eta, key, num), np.float64)
+    raw_mean, _, raw = (np.asarray(a, np.float64) for a in raw_predictive(
+        calibrated, jnp.asarray(val_set.eta, jnp.float32), key, num))
     c = float(calibrated.calibration)
-    np.testing.assert_allclose(draws.mean(0), np.asarray(mean), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(draws.var(0, ddof=1), c**2 * raw_var, rtol=1e-3, atol=1e-9)
+    offsets = draws - (raw_mean + c * (raw - raw_mean))
+    np.testing.assert_allclose(offsets, np.broadcast_to(offsets[:, :1], offsets.shape),
+                               atol=1e-5)
+    eps = offsets[:, 0, :] / (c * np.sqrt(np.asarray(model.misfit_variance, np.float64)))
+    assert np.all(np.abs(eps.mean(0)) <= 4 / np.sqrt(num))  # N(0, 1): 4 standard errors
+    assert np.all(np.abs(eps.var(0, ddof=1) - 1) <= 4 * np.sqrt(2 / (num - 1)))
 
 
 def test_metrics_equal_a_direct_computation():

@@ -1,0 +1,21 @@
+"""Coordinate-ascent variational inference with exact, learned or sampled moments."""
+
+from . import examples
+from ._model import CAVIModel, Factor, model_from_config
+from ._providers import (
+    FLAG_NAMES,
+    ExactMoments,
+    MomentProvider,
+    NetworkMoments,
+    SamplingMoments,
+    WithFallback,
+    flag_names,
+)
+from ._run import cavi_run, load_cavi_config
+from ._solver import CAVIResult, run_cavi
+
+__all__ = [
+    "FLAG_NAMES", "CAVIModel", "CAVIResult", "ExactMoments", "Factor", "MomentProvider",
+    "NetworkMoments", "SamplingMoments", "WithFallback", "cavi_run", "examples", "flag_names",
+    "load_cavi_config", "model_from_config", "run_cavi",
+]
