@@ -9,7 +9,7 @@ traceable (jit, vmap) and also returns bit flags.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -56,10 +56,10 @@ def _no_flags():
 
 
 class MomentProvider(eqx.Module):
-    """eta -> (mean_stats, cov or None) for one family. Subclasses implement `evaluate`."""
+    """eta -> (mean_stats, cov or None) for one family (attribute `family`). Subclasses
+    implement `evaluate`; `exact` says whether the moments are exact (cov is None)."""
 
-    family: eqx.AbstractVar[ExponentialFamily]
-    exact: eqx.AbstractClassVar[bool]
+    exact: ClassVar[bool] = False
 
     def evaluate(self, eta: Float[Array, " d"], draw: Int[Array, ""] | None,
                  key: PRNGKeyArray) -> Moments:
@@ -95,7 +95,7 @@ class MomentProvider(eqx.Module):
             keys = jax.random.split(jax.random.key(0) if key is None else key, len(flat))
             out = _evaluate_batch(self, flat, keys)
             batch = eta.shape[:-1]
-            return Moments(*(np.asarray(a).reshape(*batch, *a.shape[1:]) for a in out))
+            return Moments(*(np.reshape(np.asarray(a), batch + a.shape[1:]) for a in out))
 
 
 @eqx.filter_jit
@@ -108,7 +108,7 @@ class ExactMoments(MomentProvider):
     with one-dimensional x."""
 
     family: ExponentialFamily = eqx.field(static=True)
-    exact = True
+    exact: ClassVar[bool] = True
 
     def __init__(self, family: ExponentialFamily):
         if not family.has_closed_form and int(np.prod(family.x_shape)) != 1:
@@ -142,7 +142,6 @@ class NetworkMoments(MomentProvider):
     eta_max: Float[Array, " d"]
     family: ExponentialFamily = eqx.field(static=True)
     max_spread: float = eqx.field(static=True)
-    exact = False
 
     def __init__(self, source: str | os.PathLike | TrainedET, *, num_samples: int = 64,
                  max_spread: float = 0.1, margin: float = 0.0,
@@ -172,8 +171,9 @@ class NetworkMoments(MomentProvider):
             raise ValueError(f"NetworkMoments: max_spread={max_spread!r} must be > 0 and "
                              f"margin={margin!r} >= 0")
         # widen by margin x width, and by a float32 rounding allowance (degenerate boxes)
-        pad = np.where(np.isfinite(hi - lo), margin * (hi - lo), 0.0)
-        pad = pad + REGION_RTOL * (1 + np.where(np.isfinite(lo), np.abs(lo), 0.0))
+        finite = np.isfinite(lo) & np.isfinite(hi)
+        pad = margin * np.where(finite, hi - lo, 0.0) + REGION_RTOL * (
+            1 + np.where(finite, np.abs(lo), 0.0))
         self.model = model
         key = jax.random.key(0) if key is None else key
         self.keys = jax.random.split(key, num_samples)
@@ -219,7 +219,6 @@ class SamplingMoments(MomentProvider):
 
     family: ExponentialFamily = eqx.field(static=True)
     settings: tuple = eqx.field(static=True)
-    exact = False
 
     def __init__(self, family: ExponentialFamily, **sampler):
         """`sampler`: keyword arguments of mcmc_moments (num_chains, num_warmup, ...)."""
@@ -262,7 +261,6 @@ class WithFallback(MomentProvider):
 
     primary: MomentProvider
     backup: MomentProvider
-    exact = False
 
     @property
     def family(self) -> ExponentialFamily:

@@ -232,7 +232,8 @@ def run_cavi(model: CAVIModel, providers: dict[str, MomentProvider] | None = Non
     providers: factor name -> MomentProvider (default: ExactMoments of the factor's
     family). Each sweep updates the factors in model order; an update that leaves the
     natural-parameter space is halved until valid. `damping` in [0, 1) keeps that share of
-    the old eta. Stops when the largest relative change of eta is <= tol. With
+    the old eta. Stops when the largest relative change of eta is <= tol (converged
+    unless an update was rejected: no valid step found). With
     num_draws = S > 0 the solver also runs, vmapped, on S calibrated function draws of the
     networks: `result.band()` gives each factor's spread of fixed points.
     """
@@ -262,7 +263,8 @@ def run_cavi(model: CAVIModel, providers: dict[str, MomentProvider] | None = Non
                 "eta": {n: np.asarray(e) for n, e in zip(model.names, batch[1], strict=True)},
                 "mean_stats": {n: np.asarray(m) for n, m in zip(model.names, batch[2],
                                                                 strict=True)},
-                "converged": np.asarray(batch[4]) <= tol,
+                "converged": (np.asarray(batch[4]) <= tol)
+                & ~np.any(np.asarray(batch[3]) & FLAG_STUCK, axis=1),
                 "iterations": np.asarray(batch[0]),
             }
             draw_seconds = time.perf_counter() - began
@@ -277,7 +279,7 @@ def run_cavi(model: CAVIModel, providers: dict[str, MomentProvider] | None = Non
         stat_names={n: f.flat_names for n, f in zip(model.names, model.families, strict=True)},
         eta={n: np.asarray(e) for n, e in zip(model.names, etas, strict=True)},
         mean_stats={n: np.asarray(m) for n, m in zip(model.names, means, strict=True)},
-        iterations=it, converged=bool(change <= tol),
+        iterations=it, converged=bool(change <= tol) and not np.any(flags & FLAG_STUCK),
         elbo=np.asarray(elbos)[: it + 1], delta=np.asarray(deltas)[:it],
         flags={n: flag_names(b) for n, b in zip(model.names, np.asarray(flags), strict=True)},
         timings=timings, draws=draws)

@@ -1,0 +1,41 @@
+"""Small networks trained by `bayes-et train` on generated data, once per test session."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bayes_et import cli
+
+TRAIN = {
+    "architecture": "mlp", "network": {"width": 32, "depth": 2}, "seed": 0, "batch_size": 128,
+    "likelihood": {"noise_floor": 1.0e-4},
+    "stages": [{"name": "map", "epochs": 300, "lr": 3.0e-3, "patience": 60},
+               {"name": "vi", "epochs": 50, "lr": 1.0e-2, "patience": 20}],
+}
+# Boxes around the eta that the test models visit (see test_cavi.py).
+DATA = {
+    "gaussian": {"family": "Gaussian", "method": "closed_form",
+                 "eta": {"num": 1000, "box": {"x": [5.0, 35.0], "x2": [-22.0, -4.0]}}},
+    "gamma": {"family": "Gamma", "method": "closed_form",
+              "eta": {"num": 1000, "box": {"log_x": [10.0, 11.0], "x": [-18.0, -6.0]}}},
+    "quartic": {"family": "Quartic", "method": "quadrature",
+                "eta": {"num": 1000, "box": {"x": [-8.0, 12.0], "x2": [-3.5, 2.0],
+                                             "x3": [0.0, 0.0], "x4": [-1.0, -1.0]}}},
+}
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> dict[str, Path]:
+    """name -> run folder of a small mlp trained MAP-then-VI on DATA[name]."""
+    root = tmp_path_factory.mktemp("cavi_runs")
+    train_cfg = root / "train.yaml"
+    train_cfg.write_text(yaml.safe_dump(TRAIN))
+    runs = {}
+    for name, data in DATA.items():
+        data_cfg = root / f"{name}.yaml"
+        data_cfg.write_text(yaml.safe_dump(data))
+        out = root / name
+        assert cli.main(["train", str(train_cfg), "--data", str(data_cfg), "--out", str(out)]) == 0
+        runs[name] = out
+    return runs

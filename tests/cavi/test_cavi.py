@@ -1,0 +1,247 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayes_et import cli
+from bayes_et.cavi import (
+    CAVIModel,
+    ExactMoments,
+    Factor,
+    NetworkMoments,
+    SamplingMoments,
+    WithFallback,
+    examples,
+    load_cavi_config,
+    run_cavi,
+)
+from bayes_et.et import build
+from bayes_et.expfam import Gamma, Gaussian, kl_divergence
+from bayes_et.train import TrainedET
+
+PRIOR = {"mu0": 0.0, "lambda0": 1.0, "a0": 1.0, "b0": 1.0}
+DATA = examples.simulate(20, 1.0, 1.0, 0)  # the data the Gaussian and Gamma networks cover
+QUARTIC_PRIOR = ([0.0, 2.0, 0.0, -1.0], 2.0, 2.0)
+
+
+@pytest.mark.parametrize(("n", "mean", "sd", "seed"), [(20, 1.0, 1.0, 0), (3, -2.0, 0.5, 1),
+                                                       (200, 5.0, 3.0, 2)])
+def test_normal_gamma_exact_equals_the_textbook_fixed_point(n, mean, sd, seed):
+    x = examples.simulate(n, mean, sd, seed)
+    result = run_cavi(examples.normal_gamma(x, **PRIOR))
+    truth = examples.normal_gamma_fixed_point(x, **PRIOR)
+    for name in ("mu", "tau"):
+        np.testing.assert_allclose(result.eta[name], truth[name], rtol=1e-6, atol=1e-6)
+    assert result.converged and result.iterations <= 50
+    assert np.all(np.diff(result.elbo) >= -1e-6)
+    assert result.flags == {"mu": [], "tau": []}
+
+
+def test_path_integral_elbo_equals_the_closed_form_elbo():
+    class NoLogPartition(ExactMoments):
+        def log_partition(self, eta, draw):
+            return None
+
+    model = examples.normal_gamma(DATA, **PRIOR)
+    closed = run_cavi(model)
+    integrated = run_cavi(model, {"mu": NoLogPartition(Gaussian()),
+                                  "tau": NoLogPartition(Gamma())})
+    # Equal up to the constant A(start): compare the increments.
+    np.testing.assert_allclose(np.diff(integrated.elbo), np.diff(closed.elbo), atol=1e-9)
+
+
+def test_convex_network_log_partition_matches_its_own_path_integral():
+    """An (untrained) convex-potential network: its log_partition and the path integral of
+    its mu over the same sweeps give the same ELBO increments."""
+    family = Gaussian()
+    net = build("convex_potential", 2, {"width": 16, "depth": 2}, jax.random.key(0))
+    eta = np.stack([np.linspace(5, 35, 50), np.linspace(-22, -4, 50)], 1)
+    net = net.standardize(eta, np.asarray(family.mean_stats(jnp.asarray(eta, jnp.float32))))
+    net = TrainedET.wrap(net, 1e-3)
+    convex = NetworkMoments(net, family=family)
+
+    class Integrated(NetworkMoments):
+        def log_partition(self, eta, draw):
+            return None
+
+    integrated = Integrated(net, family=family)
+    model = examples.normal_gamma(DATA, **PRIOR)
+    a = run_cavi(model, {"mu": convex}, max_iter=5, tol=0.0)
+    b = run_cavi(model, {"mu": integrated}, max_iter=5, tol=0.0)
+    assert np.all(np.isfinite(a.elbo))
+    np.testing.assert_allclose(np.diff(a.elbo), np.diff(b.elbo), rtol=1e-4, atol=1e-5)
+
+
+def test_normal_gamma_with_networks_is_within_kl_1e3_of_exact(trained_runs):
+    model = examples.normal_gamma(DATA, **PRIOR)
+    providers = {"mu": NetworkMoments(trained_runs["gaussian"]),
+                 "tau": NetworkMoments(trained_runs["gamma"])}
+    learned = run_cavi(model, providers, num_draws=16)
+    exact = run_cavi(model)
+    assert learned.converged and learned.flags == {"mu": [], "tau": []}
+    for name, family in zip(model.names, model.families, strict=True):
+        kl = kl_divergence(family, learned.eta[name], exact.eta[name])
+        print(f"KL(q_net || q_exact) for {name}: {kl:.2e}")
+        assert 0 <= kl <= 1e-3
+    band = learned.band("eta")
+    assert set(band) == {"mu", "tau"} and learned.draws["eta"]["mu"].shape == (16, 2)
+    assert np.all(np.asarray(band["mu"]["hi"]) > np.asarray(band["mu"]["lo"]))
+
+
+def test_quartic_prior_with_a_network_is_within_kl_1e2_of_quadrature(trained_runs):
+    model = examples.quartic_prior(examples.simulate(5, 0.8, 1.5, 0), *QUARTIC_PRIOR)
+    learned = run_cavi(model, {"mu": NetworkMoments(trained_runs["quartic"])}, num_draws=16)
+    exact = run_cavi(model)
+    assert learned.converged and exact.converged and learned.flags["mu"] == []
+    for name, family in zip(model.names, model.families, strict=True):
+        kl = kl_divergence(family, learned.eta[name], exact.eta[name])
+        print(f"KL(q_net || q_quadrature) for {name}: {kl:.2e}")
+        assert 0 <= kl <= 1e-2
+    assert np.all(np.diff(exact.elbo) >= -1e-6)  # quadrature ELBO by path integral
+
+
+def test_eta_outside_the_training_region_is_flagged_and_answered_by_the_fallback(trained_runs):
+    network = NetworkMoments(trained_runs["gaussian"])
+    inside, outside = np.array([20.0, -13.0]), np.array([60.0, -13.0])
+    assert network.flags(inside) == []
+    assert "outside_training_region" in network.flags(outside)
+    fallback = WithFallback(network, ExactMoments(Gaussian()))
+    exact_mean = np.asarray(Gaussian().mean_stats(outside))
+    mean, cov = fallback(np.stack([inside, outside]))
+    np.testing.assert_allclose(mean[1], exact_mean, rtol=1e-6)
+    np.testing.assert_allclose(mean[0], network(inside)[0], rtol=1e-12)
+    assert fallback.flags(outside) == ["outside_training_region", "answered_by_fallback"]
+    # In the solver: data far from the networks' box end on the exact fixed point, flagged.
+    x = examples.simulate(20, 4.0, 1.0, 3)
+    model = examples.normal_gamma(x, **PRIOR)
+    result = run_cavi(model, {"mu": fallback})
+    assert "answered_by_fallback" in result.flags["mu"]
+    np.testing.assert_allclose(result.eta["mu"], examples.normal_gamma_fixed_point(
+        x, **PRIOR)["mu"], rtol=1e-6)
+
+
+def test_invalid_updates_are_shortened_and_eta_stays_valid():
+    """log p = -a^2 - b^2 + 3 a^2 b^2 has no proper mean-field optimum: the raw update
+    eta_a[x2] = -1 + 3 <b^2> leaves the space; the solver halves it and stays valid."""
+    coupling = np.zeros((2, 2))
+    coupling[1, 1] = 3.0
+    model = CAVIModel({"a": Factor(Gaussian(), [0.0, -1.0]), "b": Factor(Gaussian(), [0.0, -1.0])},
+                      {("a", "b"): coupling})
+    result = run_cavi(model, max_iter=20, tol=0.0)
+    for name in ("a", "b"):
+        assert bool(Gaussian().is_valid_eta(result.eta[name]))
+        assert "update_shortened" in result.flags[name]
+    assert not result.converged
+
+
+def test_damping_reaches_the_same_fixed_point():
+    model = examples.normal_gamma(DATA, **PRIOR)
+    plain, damped = run_cavi(model), run_cavi(model, damping=0.5, tol=1e-9)
+    assert damped.iterations > plain.iterations
+    np.testing.assert_allclose(damped.eta["tau"], plain.eta["tau"], rtol=1e-5)
+    assert np.all(np.diff(damped.elbo) >= -1e-6)
+
+
+def test_sampling_provider_agrees_with_exact_within_monte_carlo_error():
+    sampler = SamplingMoments(Gamma(), num_warmup=300, num_samples=500)
+    model = examples.normal_gamma(DATA, **PRIOR)
+    result = run_cavi(model, {"tau": sampler}, max_iter=3, key=jax.random.key(4))
+    exact = run_cavi(model)
+    assert np.all(np.isnan(result.elbo))  # no log-partition from a sampler
+    # eta_mu = <tau> x (coupling): its relative error is that of the sampled <tau>.
+    mean, cov = sampler(result.eta["tau"], jax.random.key(5))
+    rel_mcse = np.sqrt(cov[1, 1]) / mean[1]
+    rel_err = np.abs(result.eta["mu"] / exact.eta["mu"] - 1)
+    assert np.all(rel_err <= 5 * rel_mcse), (rel_err, rel_mcse)
+
+
+def test_model_validation_names_the_factor():
+    with pytest.raises(ValueError, match="coupling \\('mu', 'tau'\\).*2x2"):
+        CAVIModel({"mu": Factor(Gaussian(), [0.0, -1.0]), "tau": Factor(Gamma(), [1.0, -1.0])},
+                  {("mu", "tau"): np.zeros((2, 3))})
+    with pytest.raises(ValueError, match="factor 'tau': eta0 must be 2 finite"):
+        CAVIModel({"tau": Factor(Gamma(), [1.0])})
+    with pytest.raises(ValueError, match="coupling \\('mu', 'sigma'\\)"):
+        CAVIModel({"mu": Factor(Gaussian(), [0.0, -1.0])}, {("mu", "sigma"): np.zeros((2, 2))})
+    with pytest.raises(ValueError, match="factor 'mu'.*eta\\['x4'\\] < 0"):
+        examples.quartic_prior([1.0], [0.0, 1.0, 0.0, 1.0], 1.0, 1.0)
+    lonely = CAVIModel({"mu": Factor(Gaussian(), [0.0, 1.0])})
+    with pytest.raises(ValueError, match="factor 'mu'.*init\\['mu'\\]"):
+        run_cavi(lonely)
+    model = examples.normal_gamma(DATA, **PRIOR)
+    with pytest.raises(ValueError, match="providers\\['tau'\\].*Gaussian"):
+        run_cavi(model, {"tau": ExactMoments(Gaussian())})
+    with pytest.raises(ValueError, match="num_draws > 0 needs"):
+        run_cavi(model, num_draws=4)
+    with pytest.raises(ValueError, match="damping=1.5"):
+        run_cavi(model, damping=1.5)
+
+
+def test_one_compiled_solver_serves_new_data(monkeypatch):
+    """Model arrays are traced: new data reuse the compiled loop (no new trace)."""
+    from bayes_et.cavi import _solver
+
+    traces = []
+    original = _solver._solve
+    monkeypatch.setattr(_solver, "_solve", lambda *a: traces.append(1) or original(*a))
+    run_cavi(examples.quartic_prior(examples.simulate(5, 0.8, 1.5, 1), *QUARTIC_PRIOR))
+    traces.clear()
+    result = run_cavi(examples.quartic_prior(examples.simulate(5, 0.8, 1.5, 2), *QUARTIC_PRIOR))
+    assert traces == [] and result.converged
+
+
+@pytest.mark.parametrize("name", ["normal_gamma", "quartic_prior"])
+def test_cli_writes_result_and_figure(name, tmp_path, capsys):
+    out = tmp_path / name
+    assert cli.main(["cavi", f"configs/cavi/{name}.yaml", "--out", str(out)]) == 0
+    record = json.loads((out / "result.json").read_text())
+    for key in ("eta", "mean_stats", "eta_band", "iterations", "converged", "elbo", "flags",
+                "timings"):
+        assert key in record
+    assert record["converged"] and set(record["eta"]) == {"mu", "tau"}
+    assert (out / "cavi.png").stat().st_size > 10_000
+    assert "converged after" in capsys.readouterr().out
+
+
+def test_cli_with_network_providers_reports_bands(trained_runs, tmp_path):
+    config = {"example": "normal_gamma", "arguments": PRIOR,
+              "data": [float(v) for v in DATA],
+              "providers": {"mu": {"network": str(trained_runs["gaussian"]), "fallback": "exact"},
+                            "tau": {"network": str(trained_runs["gamma"])}},
+              "solver": {"num_draws": 8}}
+    model, providers, solver = load_cavi_config(config)
+    assert isinstance(providers["mu"], WithFallback) and solver["num_draws"] == 8
+    from bayes_et.cavi import cavi_run
+
+    result, out = cavi_run(config, tmp_path / "net")
+    record = json.loads((out / "result.json").read_text())
+    assert record["num_draws"] == 8 and len(record["eta_band"]["tau"]["lo"]) == 2
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"example": "normal_gamma", "data": [1.0], "arguments": {"mu0": 0.0}},
+     "config key 'arguments'"),
+    ({"example": "nope", "data": [1.0]}, "config key 'example'"),
+    ({"example": "normal_gamma", "data": [1.0], "arguments": PRIOR,
+      "providers": {"mu": "magic"}}, "config key 'providers.mu'"),
+    ({"example": "normal_gamma", "data": [1.0], "arguments": PRIOR,
+      "solver": {"damping": 2}}, "config key 'solver.damping'"),
+    ({"example": "normal_gamma", "data": [1.0], "arguments": PRIOR,
+      "providers": {"sigma": "exact"}}, "config key 'providers.sigma' is unknown"),
+])
+def test_bad_cavi_configs_name_the_key(config, message):
+    with pytest.raises(ValueError, match=message):
+        load_cavi_config(config)
+
+
+def test_generic_model_from_yaml_equals_the_example():
+    model = examples.normal_gamma(DATA, **PRIOR)
+    spec = {"model": {
+        "factors": {"mu": {"family": "Gaussian", "eta0": [0.0, 0.0]},
+                    "tau": {"family": "Gamma", "eta0": np.asarray(model.eta0[1]).tolist()}},
+        "couplings": [{"factors": ["mu", "tau"], "A": np.asarray(model.couplings[0]).tolist()}]}}
+    generic, providers, _ = load_cavi_config(spec)
+    a, b = run_cavi(generic, providers), run_cavi(model)
+    np.testing.assert_allclose(a.eta["tau"], b.eta["tau"], rtol=1e-12)
