@@ -18,7 +18,7 @@ def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "bayes_et.cli", "run"], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "not built yet" in result.stdout
+    assert "[built] cavi" in result.stdout
 
 
 def test_run_reports_exact_quartic_moments(capsys):

@@ -22,4 +22,7 @@ def test_readme_block_runs(index, capsys, tmp_path, monkeypatch):
     if "truth" in namespace:  # the training example: predictions near the exact moments
         mean, sd, truth = (np.asarray(namespace[k]) for k in ("mean", "sd", "truth"))
         assert np.all(np.abs(mean - truth) <= 0.05 * np.abs(truth) + 5 * sd)
+    if "textbook" in namespace:  # the CAVI example: the closed-form mean-field fixed point
+        for name, eta in namespace["textbook"].items():
+            np.testing.assert_allclose(namespace["result"].eta[name], eta, rtol=1e-6)
     assert capsys.readouterr().out
