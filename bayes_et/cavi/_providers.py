@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from bayes_et.et import AbstractET
 from bayes_et.expfam import ExponentialFamily, build_family
 from bayes_et.expfam._quadrature import moments_at
 from bayes_et.train import TrainedET, load_run
@@ -136,7 +137,7 @@ class NetworkMoments(MomentProvider):
     `max_spread` (in units of the training targets' standard deviation)."""
 
     model: TrainedET
-    keys: PRNGKeyArray
+    nets: AbstractET  # the num_samples weight draws, stacked (leading axis S)
     offsets: Float[Array, "S d"]
     eta_min: Float[Array, " d"]
     eta_max: Float[Array, " d"]
@@ -176,7 +177,8 @@ class NetworkMoments(MomentProvider):
             1 + np.where(finite, np.abs(lo), 0.0))
         self.model = model
         key = jax.random.key(0) if key is None else key
-        self.keys = jax.random.split(key, num_samples)
+        keys = jax.random.split(key, num_samples)  # the keys of bayes_et.train.predict
+        self.nets = eqx.filter_vmap(lambda k: model.net.draw(k, sample=True))(keys)
         self.offsets = misfit_offsets(model, key, num_samples)
         self.eta_min, self.eta_max = lo - pad, hi + pad
         self.family = family
@@ -184,18 +186,17 @@ class NetworkMoments(MomentProvider):
 
     @property
     def num_samples(self) -> int:
-        return len(self.keys)
+        return len(self.offsets)
 
-    def _draws(self, eta):
-        net = self.model.net
-        return jax.vmap(lambda k: net(eta, key=k, sample=True))(self.keys)
+    def _over_draws(self, fn):
+        return eqx.filter_vmap(fn)(self.nets)
 
     def evaluate(self, eta, draw, key):
-        draws = self._draws(eta)
+        draws = self._over_draws(lambda net: net(eta))
         mean = draws.mean(0)
         c = self.model.calibration
         dev = draws - mean
-        cov = c**2 * (dev.T @ dev / (len(self.keys) - 1) + jnp.diag(self.model.misfit_variance))
+        cov = c**2 * (dev.T @ dev / (self.num_samples - 1) + jnp.diag(self.model.misfit_variance))
         spread = jnp.sqrt(jnp.diagonal(cov)) / self.model.net.scaler.mu_scale
         outside = jnp.any((eta < self.eta_min) | (eta > self.eta_max))
         flags = (jnp.where(outside, FLAG_OUTSIDE, 0)
@@ -204,10 +205,9 @@ class NetworkMoments(MomentProvider):
         return Moments(value.astype(eta.dtype), cov.astype(eta.dtype), flags)
 
     def log_partition(self, eta, draw):
-        net = self.model.net
-        if not hasattr(net, "log_partition"):
+        if not hasattr(self.model.net, "log_partition"):
             return None
-        values = jax.vmap(lambda k: net.log_partition(eta, key=k, sample=True))(self.keys)
+        values = self._over_draws(lambda net: net.log_partition(eta))
         mean = values.mean()
         return mean if draw is None else mean + self.model.calibration * (values[draw] - mean)
 

@@ -171,6 +171,11 @@ def _provider_tuple(model: CAVIModel, providers) -> tuple[MomentProvider, ...]:
     return tuple(out)
 
 
+@eqx.filter_jit
+def _evaluate_one(provider: MomentProvider, eta, key):
+    return provider.evaluate(eta, None, key)
+
+
 def _start(model: CAVIModel, providers, init) -> tuple:
     """init[name], else eta0 where valid, else one update from the other factors' start."""
     init = {} if init is None else dict(init)
@@ -186,7 +191,7 @@ def _start(model: CAVIModel, providers, init) -> tuple:
         start.append(eta if bool(family.is_valid_eta(eta)) or name in init else None)
     proper = [i for i, eta in enumerate(start) if eta is not None]
     key = jax.random.key(0)
-    means = [None if eta is None else providers[i].evaluate(jnp.asarray(eta), None, key).mean
+    means = [None if eta is None else _evaluate_one(providers[i], jnp.asarray(eta), key).mean
              for i, eta in enumerate(start)]
     for i, eta in enumerate(start):
         if eta is None:
