@@ -9,21 +9,11 @@ from pathlib import Path
 
 from bayes_et import __version__
 
-PIPELINE = (
-    ("params", "variational parameter core", True),
-    ("expfam", "exponential families and exact moments", True),
-    ("generate", "MCMC / quadrature dataset generation", True),
-    ("et", "ET networks: six Bayesian architectures", True),
-    ("train", "MAP-then-VI training of ET networks", True),
-    ("evaluate", "calibration against exact moments", True),
-    ("cavi", "CAVI with learned moments and error bars", True),
-)
-
 
 def _run(args: argparse.Namespace) -> int:
     from bayes_et.quickstart import run_quickstart
 
-    return run_quickstart(args.config)
+    return run_quickstart(args.config, args.out)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -91,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bayes-et {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="run the end-to-end pipeline (embedded default)")
-    run.add_argument("config", nargs="?", default=None, help="pipeline YAML (default: embedded)")
+    run.add_argument("config", nargs="?", default=None,
+                     help="pipeline YAML (default: the embedded configs/quickstart.yaml)")
+    run.add_argument("--out", default=None, help="report folder (default: the config's out)")
     run.set_defaults(func=_run)
     gen = commands.add_parser("generate", help="generate a moment dataset from a YAML config")
     gen.add_argument("config", help="dataset YAML (see configs/data/)")

@@ -1,67 +1,290 @@
-"""`bayes-et run`: the end-to-end pipeline on the embedded default configuration."""
+"""`bayes-et run`: the end-to-end pipeline (generate, train, calibrate, CAVI) and its report."""
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import jax
 import numpy as np
-import yaml
 
-KEYS = {"family", "slice"}
+from bayes_et.data._config import _known, read_config
+
+KEYS = {"out", "data", "train", "slice", "cavi"}
 SLICE_KEYS = {"start", "stop", "num"}
+COVERAGE_TARGET = (0.85, 0.95)
+STAGES = ("generate", "train", "calibration", "slice", "cavi")
 
 
 def default_config_path() -> Path:
+    """The embedded default (configs/quickstart.yaml is the same file)."""
     return Path(str(resources.files("bayes_et") / "quickstart.yaml"))
 
 
-def load_config(path: str | Path | None) -> dict:
-    """Read and validate a pipeline YAML; errors name the key and what is allowed."""
-    from bayes_et.expfam import FAMILIES
+def load_config(source: str | os.PathLike | dict | None = None) -> dict[str, Any]:
+    """Read and validate a pipeline config (default: the embedded one); each section is
+    checked by its own loader, so errors name the key."""
+    from bayes_et.cavi import load_cavi_config
+    from bayes_et.data import load_data_config
+    from bayes_et.expfam import build_family
+    from bayes_et.train import load_train_config
 
-    path = Path(path) if path is not None else default_config_path()
-    if not path.is_file():
-        raise ValueError(f"config: no such file {str(path)!r}")
-    config = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"config: {path} must hold a mapping of keys, got {type(config).__name__}")
-    unknown = set(config) - KEYS
-    if unknown:
-        raise ValueError(f"config: unknown key(s) {sorted(unknown)}; allowed: {sorted(KEYS)}")
-    if config.get("family") not in FAMILIES:
-        raise ValueError(f"config: family={config.get('family')!r}; allowed: {sorted(FAMILIES)}")
-    line = config.get("slice") or {}
-    if set(line) != SLICE_KEYS:
-        raise ValueError(
-            f"config: slice needs exactly the keys {sorted(SLICE_KEYS)}; got {sorted(line)}"
-        )
-    if not (isinstance(line["num"], int) and line["num"] >= 2):
-        raise ValueError(f"config: slice.num={line['num']!r}; allowed: an int >= 2")
-    return config
+    cfg = read_config(default_config_path() if source is None else source)
+    _known("", cfg, KEYS, KEYS - {"out"})
+    cfg.setdefault("out", "runs/quickstart")
+    family = build_family(load_data_config(cfg["data"])["family"])
+    if "data" in cfg["train"]:
+        raise ValueError("config key 'train.data': leave it out; the pipeline trains on 'data'")
+    load_train_config(cfg["train"])
+    _known("slice", cfg["slice"], SLICE_KEYS, SLICE_KEYS)
+    if not (isinstance(cfg["slice"]["num"], int) and cfg["slice"]["num"] >= 2):
+        raise ValueError(f"config key 'slice.num': got {cfg['slice']['num']!r}; allowed: an "
+                         "int >= 2")
+    for end in ("start", "stop"):
+        family.validate_eta(np.asarray(cfg["slice"][end], float), f"slice.{end}")
+    if "providers" in cfg["cavi"]:
+        raise ValueError("config key 'cavi.providers': leave it out; the pipeline's network "
+                         "answers the factor of the data's family, exact moments the others")
+    model, _, _ = load_cavi_config(cfg["cavi"])
+    if not any(type(f) is type(family) for f in model.families):
+        raise ValueError(f"config key 'cavi': no factor of the model is {family.name}, the "
+                         "family the network learns")
+    return cfg
 
 
-def run_quickstart(config_path: str | None = None) -> int:
-    """Run every built stage of the pipeline and say which stages are not built yet."""
-    from bayes_et.cli import PIPELINE
-    from bayes_et.expfam import FAMILIES, exact_moments
+def _line(eta_start, eta_stop, num: int) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, num)[:, None]
+    return np.asarray(eta_start, float) + t * (np.asarray(eta_stop, float)
+                                               - np.asarray(eta_start, float))
 
-    config = load_config(config_path)
-    family = FAMILIES[config["family"]]()
-    line = config["slice"]
-    t = np.linspace(0.0, 1.0, line["num"])[:, None]
-    start, stop = (np.asarray(line[k], float) for k in ("start", "stop"))
-    eta = family.validate_eta(start + t * (stop - start), "slice")
-    mu, cov = exact_moments(family, eta)
-    mu = np.where(np.abs(mu) < 5e-5, 0.0, mu)  # print 0.0000, not -0.0000, for zero moments
+
+def _slice_figure(model, family, cfg: dict, path: Path) -> dict[str, float]:
+    """Predicted mu_T (mean and 90% band) against quadrature along the configured line."""
+    from bayes_et.expfam import exact_moments
+    from bayes_et.train import predict
+    from bayes_et.train._plots import _save, plt
+
+    eta = _line(cfg["start"], cfg["stop"], cfg["num"])
+    mean, cov = (np.asarray(a, np.float64) for a in predict(model, eta, jax.random.key(0)))
+    sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    truth = exact_moments(family, eta)[0]
+    moving = np.flatnonzero(np.ptp(eta, axis=0) > 0)
+    t = eta[:, moving[0]]
     names = family.flat_names
-    print(f"Exact moments of {family.name} along the configured eta slice (float64):")
-    print("  " + " ".join(f"{'eta_' + n:>9s}" for n in names) + " | "
-          + " ".join(f"{'E[' + n + ']':>9s}" for n in names) + " | " + f"{'sd[x]':>9s}")
-    for e, m, c in zip(np.asarray(eta), np.asarray(mu), np.asarray(cov), strict=True):
-        print("  " + " ".join(f"{v:9.3f}" for v in e) + " | " + " ".join(f"{v:9.4f}" for v in m)
-              + " | " + f"{np.sqrt(c[0, 0]):9.4f}")
-    print("\nPipeline stages:")
-    for name, what, built in PIPELINE:
-        print(f"  [{'built' if built else 'not built yet'}] {name}: {what}")
+    fig, axes = plt.subplots(2, len(names), figsize=(3.4 * len(names), 5.6), sharex=True,
+                             squeeze=False)
+    for k in range(len(names)):
+        top, bottom = axes[0, k], axes[1, k]
+        top.plot(t, mean[:, k], color="C1", label="network mean")
+        top.plot(t, truth[:, k], "k--", lw=1, label="quadrature")
+        top.set(title=f"E[{names[k]}]")
+        bottom.fill_between(t, -1.645 * sd[:, k], 1.645 * sd[:, k], color="C1", alpha=0.35,
+                            lw=0, label="network 90% band")
+        bottom.plot(t, mean[:, k] - truth[:, k], color="C0", lw=1,
+                    label="network - quadrature")
+        bottom.axhline(0, color="0.5", lw=0.6)
+        bottom.set(xlabel=f"eta_{names[moving[0]]}", title="error and 90% band")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.suptitle("Predicted versus exact moments along a line of eta "
+                 f"(other eta fixed at {np.delete(eta[0], moving).tolist()})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    z = np.abs(mean - truth) / sd
+    return {"max_abs_error": float(np.max(np.abs(mean - truth))),
+            "inside_90_band": float(np.mean(z <= 1.645)), "num": int(cfg["num"])}
+
+
+def _cavi(run_dir: Path, cfg: dict, family, path: Path) -> dict[str, Any]:
+    from bayes_et.cavi import ExactMoments, NetworkMoments, WithFallback, run_cavi
+    from bayes_et.cavi._plots import plot_cavi
+    from bayes_et.cavi._run import load_cavi_config
+    from bayes_et.expfam import kl_divergence
+
+    model, _, solver = load_cavi_config(cfg)
+    providers = {n: WithFallback(NetworkMoments(run_dir), ExactMoments(f))
+                 for n, f in zip(model.names, model.families, strict=True)
+                 if type(f) is type(family)}
+    settings = {k: v for k, v in solver.items() if k != "seed"}
+    key = jax.random.key(solver["seed"])
+    learned = run_cavi(model, providers, key=key, **settings)
+    exact = run_cavi(model, key=key, **{**settings, "num_draws": 0})
+    plot_cavi(learned, dict(zip(model.names, model.families, strict=True)), path,
+              "CAVI for quartic_prior: network providers (band: function draws)")
+    band = learned.band("eta")
+    contains = learned.band_contains(exact.eta) if band is not None else None
+    rows, inside = [], True
+    for i, (name, fam) in enumerate(zip(model.names, model.families, strict=True)):
+        for j in np.flatnonzero(model.coupled(i)):
+            row = {"factor": name, "eta": fam.flat_names[j],
+                   "network": float(learned.eta[name][j]),
+                   "quadrature": float(exact.eta[name][j])}
+            if band is not None:
+                row.update(lo=band[name]["lo"][j], hi=band[name]["hi"][j])
+                row["inside"] = bool(contains[name][j])
+                inside &= row["inside"]
+            rows.append(row)
+    return {
+        "converged": learned.converged, "iterations": learned.iterations,
+        "seconds": learned.timings, "flags": learned.flags, "rows": rows,
+        "band_contains_quadrature": inside if band is not None else None,
+        "kl": {n: kl_divergence(f, learned.eta[n], exact.eta[n])
+               for n, f in zip(model.names, model.families, strict=True)},
+        "mean_stats": {n: learned.mean_stats[n].tolist() for n in model.names},
+        "mean_stats_quadrature": {n: exact.mean_stats[n].tolist() for n in model.names},
+    }
+
+
+def _report(summary: dict, metrics: dict, cfg: dict, family) -> str:
+    test = metrics["test"]
+    cov, lo_hi = test["coverage"], COVERAGE_TARGET
+    cavi = summary["cavi"]
+    lines = [
+        "# bayes-et run: report", "",
+        f"Family **{family.name}**, architecture **{metrics['architecture']}**; total "
+        f"{summary['seconds_total']:.0f} s.",
+        "", "## Summary", "", _table(summary), "",
+        "## 1. Data", "",
+        f"{summary['generate']['num_eta']} eta by {summary['generate']['method']} "
+        f"({summary['generate']['seconds']:.1f} s), box `{cfg['data']['eta'].get('box')}`.", "",
+        "## 2. Training (MAP, then VI on the widths)", "",
+        f"{metrics['epochs']} epochs in {metrics['training_seconds']:.1f} s on "
+        f"{metrics['num_train']} eta; {metrics['parameters']['total']} parameters; calibration "
+        f"scale c = {metrics['calibration_scale']:.3f}.", "",
+        "![learning curves](learning_curves.png)", "",
+        "## 3. Calibration on held-out eta (against quadrature)", "",
+        "| nominal | 50% | 80% | 90% | 95% |", "|---|---|---|---|---|",
+        "| observed | " + " | ".join(f"{cov[k]:.3f}" for k in ("0.5", "0.8", "0.9", "0.95"))
+        + " |", "",
+        f"90% coverage {cov['0.9']:.3f} (target [{lo_hi[0]}, {lo_hi[1]}]: "
+        f"{'met' if lo_hi[0] <= cov['0.9'] <= lo_hi[1] else 'NOT met'}); mean z² "
+        f"{test['mean_z2']:.2f}; normalised RMSE "
+        + ", ".join(f"{k} {v:.1e}" for k, v in test["nrmse"].items()) + ".", "",
+        "![calibration](calibration.png)", "",
+        "## 4. Along a line of eta", "",
+        f"{summary['slice']['inside_90_band']:.0%} of the {summary['slice']['num']} x "
+        f"{len(test['nrmse'])} predicted moments lie within their 90% band of the quadrature "
+        f"value; largest error {summary['slice']['max_abs_error']:.2e}.", "",
+        "![slice](slice.png)", "",
+        "## 5. CAVI with the network (quartic prior on mu)", "",
+        f"{'Converged' if cavi['converged'] else 'NOT converged'} in {cavi['iterations']} "
+        f"sweeps ({cavi['seconds']['solve_seconds']:.2f} s; with "
+        f"{cfg['cavi'].get('solver', {}).get('num_draws', 0)} function draws "
+        f"{cavi['seconds'].get('draws_seconds', 0):.2f} s). KL(q_net || q_quadrature): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in cavi["kl"].items()) + "."
+        + (f" Flags{_flag_text(cavi['flags'])[7:]}: the fallback (quadrature) answered where "
+           "the network flagged its eta." if _flag_text(cavi["flags"]) else ""), "",
+        "| factor | eta | network | 90% band | quadrature | inside |", "|---|---|---|---|---|---|",
+    ]
+    for r in cavi["rows"]:
+        band = f"[{r['lo']:.4f}, {r['hi']:.4f}]" if "lo" in r else "-"
+        lines.append(f"| {r['factor']} | {r['eta']} | {r['network']:.4f} | {band} | "
+                     f"{r['quadrature']:.4f} | {r.get('inside', '-')} |")
+    lines += ["", "![cavi](cavi.png)", ""]
+    return "\n".join(lines)
+
+
+def _summary_rows(summary: dict) -> list[tuple[str, str, str]]:
+    g, t, c, s, v = (summary[k] for k in STAGES)
+    lo, hi = COVERAGE_TARGET
+    band = v["band_contains_quadrature"]
+    return [
+        ("generate", f"{g['num_eta']} eta by {g['method']}", f"{g['seconds']:.1f}"),
+        ("train", f"{t['architecture']}, {t['epochs']} epochs", f"{t['seconds']:.1f}"),
+        ("calibration", f"90% coverage {c['coverage_90']:.3f} (target [{lo}, {hi}]: "
+         f"{'met' if c['ok'] else 'NOT met'}), mean z² {c['mean_z2']:.2f}",
+         f"{c['seconds']:.1f}"),
+        ("slice", f"{s['inside_90_band']:.0%} of moments inside their 90% band",
+         f"{s['seconds']:.1f}"),
+        ("cavi", f"{'converged' if v['converged'] else 'NOT converged'} in {v['iterations']} "
+         f"sweeps; band contains quadrature: {'yes' if band else 'no' if band is not None else '-'}"
+         f", max KL {max(v['kl'].values()):.1e}" + _flag_text(v["flags"]),
+         f"{v['stage_seconds']:.1f}"),
+    ]
+
+
+def _flag_text(flags: dict[str, list[str]]) -> str:
+    raised = [f"{name}: {', '.join(names)}" for name, names in flags.items() if names]
+    return f"; flags {'; '.join(raised)}" if raised else ""
+
+
+def _table(summary: dict) -> str:
+    rows = ["| stage | result | seconds |", "|---|---|---|"]
+    rows += [f"| {a} | {b} | {c} |" for a, b, c in _summary_rows(summary)]
+    return "\n".join(rows)
+
+
+def run_quickstart(config: str | os.PathLike | dict | None = None,
+                   out: str | os.PathLike | None = None) -> int:
+    """Run the pipeline; write OUT/report.md with its figures and print a summary."""
+    from bayes_et.data import generate, load_dataset
+    from bayes_et.expfam import build_family
+    from bayes_et.train import load_run, train_run
+    from bayes_et.train._run import _write_text
+
+    cfg = load_config(config)
+    out = Path(out or cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    began, summary = time.perf_counter(), {}
+
+    def stage(i: int, text: str) -> float:
+        print(f"[{i}/{len(STAGES)}] {text}", flush=True)
+        return time.perf_counter()
+
+    t = stage(1, f"generating {cfg['data']['eta']['num']} eta of {cfg['data']['family']}")
+    data_path = out / "data.npz"
+    if data_path.exists() and load_dataset(data_path).metadata.get("config") != \
+            _data_config(cfg):
+        data_path.unlink()
+    if not data_path.exists():
+        generate(cfg["data"], data_path, resume=True)
+    dataset = load_dataset(data_path)
+    family = build_family(dataset.metadata["family"])
+    summary["generate"] = {"num_eta": len(dataset), "method": dataset.metadata["method"],
+                           "seconds": time.perf_counter() - t}
+
+    t = stage(2, f"training {cfg['train']['architecture']} (MAP, then VI)")
+    run_dir = train_run(copy.deepcopy(cfg["train"]), data=str(data_path), out=out / "run",
+                        force=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    summary["train"] = {"architecture": metrics["architecture"], "epochs": metrics["epochs"],
+                        "seconds": time.perf_counter() - t}
+    for name in ("learning_curves.png", "calibration.png"):
+        (out / name).write_bytes((run_dir / name).read_bytes())
+
+    t = stage(3, "calibration on held-out eta against quadrature (from the run)")
+    coverage_90 = metrics["test"]["coverage"]["0.9"]
+    summary["calibration"] = {
+        "coverage_90": coverage_90, "mean_z2": metrics["test"]["mean_z2"],
+        "ok": COVERAGE_TARGET[0] <= coverage_90 <= COVERAGE_TARGET[1],
+        "seconds": time.perf_counter() - t}
+
+    t = stage(4, "predicted versus exact moments along a line of eta")
+    model, _ = load_run(run_dir)
+    summary["slice"] = {**_slice_figure(model, family, cfg["slice"], out / "slice.png"),
+                        "seconds": time.perf_counter() - t}
+
+    t = stage(5, "CAVI with network providers and function draws")
+    summary["cavi"] = _cavi(run_dir, cfg["cavi"], family, out / "cavi.png")
+    summary["cavi"]["stage_seconds"] = time.perf_counter() - t
+    summary["seconds_total"] = time.perf_counter() - began
+
+    _write_text(out / "report.md", _report(summary, metrics, cfg, family))
+    _write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
+    width = max(len(r[1]) for r in _summary_rows(summary))
+    print(f"\n{'stage':<12} {'result':<{width}} {'seconds':>8}")
+    for a, b, c in _summary_rows(summary):
+        print(f"{a:<12} {b:<{width}} {c:>8}")
+    print(f"\nreport: {out / 'report.md'} (total {summary['seconds_total']:.0f} s)")
     return 0
+
+
+def _data_config(cfg: dict) -> dict:
+    from bayes_et.data import load_data_config
+
+    return load_data_config(cfg["data"])

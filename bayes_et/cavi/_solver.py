@@ -62,6 +62,19 @@ class CAVIResult:
                          "lo": lo.tolist(), "hi": hi.tolist()}
         return out
 
+    def band_contains(self, eta: dict[str, Any], rtol: float = 1e-9) -> dict[str, np.ndarray]:
+        """Per factor, per coordinate: whether `eta` (e.g. an exact fixed point) lies in
+        the 90% band of the draws' fixed points, up to rounding (rtol x (1 + |eta|))."""
+        if self.draws is None:
+            raise ValueError("band_contains: the result has no function draws (num_draws=0)")
+        out = {}
+        for name, values in self.draws["eta"].items():
+            lo, hi = np.quantile(values, BAND, axis=0)
+            value = np.asarray(eta[name], np.float64)
+            pad = rtol * (1 + np.abs(value))
+            out[name] = (lo - pad <= value) & (value <= hi + pad)
+        return out
+
     def to_json(self) -> dict[str, Any]:
         """The result as JSON-ready data."""
         listed = lambda d: {k: np.asarray(v).tolist() for k, v in d.items()}
