@@ -18,6 +18,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def environment() -> dict:
     packages = ("bayes-et", "jax", "jaxlib", "equinox", "optax", "blackjax", "diffrax", "numpy")
     return {
+        "mode": os.environ.get("BAYES_ET_BENCH_MODE", "full"),
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),

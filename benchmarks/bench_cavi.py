@@ -17,6 +17,7 @@ Writes results/cavi.json.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -167,10 +168,15 @@ def main() -> None:
     num = 10 if args.quick else args.datasets
     start = time.perf_counter()
     run_dir = trained_run(args.quick)
-    result = {"run": str(run_dir.relative_to(ROOT)), "num_draws": NUM_DRAWS,
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    network = {"train_seconds": metrics["training_seconds"], "epochs": metrics["epochs"],
+               "max_nrmse": max(metrics["test"]["nrmse"].values()),
+               "coverage_90": metrics["test"]["coverage"]["0.9"],
+               "mean_z2": metrics["test"]["mean_z2"]}
+    result = {"run": str(run_dir.relative_to(ROOT)), "network": network, "num_draws": NUM_DRAWS,
               "headline": headline(run_dir, args.quick), "coverage": coverage(run_dir, num)}
     result["seconds_total"] = time.perf_counter() - start
-    path = save("cavi_quick" if args.quick else "cavi", result)
+    path = save("cavi", result)
     h, c = result["headline"], result["coverage"]
     print("time to the fixed point (s): " + ", ".join(f"{k} {v:.4f}"
                                                      for k, v in h["seconds"].items()))

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import save
 
 import bayes_et.params as bp
 
@@ -136,6 +136,4 @@ if __name__ == "__main__":
     result["speedup"] = result["vi_steps_adam"] / result["vi_steps_natural"]
     result["seconds"] = time.perf_counter() - t0
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "natural_gradient.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    print("saved", save("natural_gradient", result))

@@ -1,0 +1,214 @@
+"""Run every benchmark, then write benchmarks/RESULTS.md from benchmarks/results/*.json.
+
+    python benchmarks/run_all.py [--quick] [--report-only]
+
+Each benchmark runs in its own process (its figures and JSON are its own; a failure is
+reported and the others still run). `--quick` runs reduced versions (fewer eta, fewer
+architectures, 10 CAVI data sets: ~10 minutes on 2 CPU cores) and marks every JSON and
+RESULTS.md as quick; the full run takes about 40 minutes. `--report-only` only rewrites
+RESULTS.md from the JSON files already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+# script -> (full arguments, quick arguments)
+BENCHMARKS = {
+    "bench_exact_moments.py": ([], ["--n", "2000"]),
+    "bench_generate.py": ([], ["--n", "16"]),
+    "bench_et_forward.py": ([], ["--n", "2000", "--draws", "8"]),
+    "bench_dataset_quality.py": ([], ["--configs", "gamma", "quartic"]),
+    "conjugate_regression.py": ([], []),
+    "bench_training.py": ([], ["--archs", "mlp,convex_potential", "--no-extra"]),
+    "bench_cavi.py": ([], ["--quick"]),
+}
+
+
+def run_benchmarks(quick: bool) -> dict[str, dict]:
+    env = {**os.environ, "BAYES_ET_BENCH_MODE": "quick" if quick else "full"}
+    status = {}
+    for script, (full, short) in BENCHMARKS.items():
+        args = short if quick else full
+        print(f"== {script} {' '.join(args)}", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, str(HERE / script), *args], env=env,
+                              cwd=HERE.parent)
+        status[script] = {"returncode": done.returncode,
+                          "seconds": round(time.perf_counter() - start, 1)}
+        print(f"== {script}: exit {done.returncode} after {status[script]['seconds']} s",
+              flush=True)
+    return status
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _g(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(_g(v) if not isinstance(v, str) else v for v in row) + " |"
+                  for row in rows]
+
+
+def _source(name: str, data: dict) -> str:
+    env = data.get("environment", {})
+    versions = env.get("versions", {})
+    return (f"*{name}.json — {env.get('mode', '?')} run on {env.get('cpu_count', '?')} CPU "
+            f"cores ({env.get('jax_backend', '?')}), jax {versions.get('jax', '?')}, "
+            f"blackjax {versions.get('blackjax', '?')}, bayes-et {versions.get('bayes-et', '?')}*")
+
+
+def _training(data: dict) -> list[str]:
+    t = data["targets"]
+    rows = [[r["data"], r["architecture"], r["num_train"], r["train_seconds"], r["max_nrmse"],
+             r.get("max_rms_error_over_mcse"), r["coverage_90"], r["mean_z2"],
+             r["accurate"], r["calibrated"]] for r in data["runs"]]
+    return [
+        "## ET networks: accuracy and calibration (held-out 10% against exact moments)", "",
+        f"Targets: RMS(error/MCSE) <= {t['rms_error_over_mcse']} on MCMC data, normalised RMSE "
+        f"<= {t['nrmse']} on quadrature data, 90% coverage in {t['coverage_90']}, mean z² in "
+        f"{t['mean_z2']}.", "",
+        *_table(["data", "architecture", "train eta", "train s", "max NRMSE",
+                 "max RMS(err/MCSE)", "90% coverage", "mean z²", "accurate", "calibrated"],
+                rows)]
+
+
+def _throughput(forward: dict, exact: dict | None, generate: dict | None) -> list[str]:
+    closed = next(r["mu_per_s"] for r in forward["rows"] if r["model"] == "closed_form")
+    rows = [["closed form (Gamma, jitted)", closed, "-", 1.0]]
+    rows += [[f"{r['model']} network", r["mu_per_s"], r["mu_per_s_with_draws"],
+              closed / r["mu_per_s"]] for r in forward["rows"] if r["model"] != "closed_form"]
+    gamma = lambda data: next((r for r in data["rows"] if r["family"] == "Gamma()"), None)
+    if exact and gamma(exact):
+        q = gamma(exact)["quadrature_eta_per_s"]
+        rows.append(["quadrature (Gamma, float64)", q, "-", closed / q])
+    if generate and gamma(generate):
+        n = gamma(generate)["nuts_eta_per_s"]
+        rows.append(["NUTS (Gamma, 4 chains x 1000 draws)", n, "-", closed / n])
+    return ["## mu_T per second (Gamma eta, one batch)", "",
+            f"Networks untrained at their default size; with draws: {forward['draws']} weight "
+            "draws per eta (the predictive).", "",
+            *_table(["route", "mu_T / s", "mu_T / s with draws", "closed form / route"], rows)]
+
+
+def _exact(data: dict) -> list[str]:
+    rows = [[r["family"], r.get("closed_eta_per_s"), r.get("quadrature_eta_per_s"),
+             r.get("closed_over_quadrature"), r.get("max_scaled_error")] for r in data["rows"]]
+    return ["## Exact moments: closed form versus quadrature", "",
+            *_table(["family", "closed eta/s", "quadrature eta/s", "ratio",
+                     "max scaled error"], rows)]
+
+
+def _generate(data: dict) -> list[str]:
+    rows = [[r["family"], r["n_eta"], r["nuts_eta_per_s"], r["nuts_ess_per_s"],
+             r["hmc_ess_per_s"], r["nuts_over_hmc_at_equal_ess"]] for r in data["rows"]]
+    return ["## MCMC generation: NUTS versus untuned HMC", "",
+            *_table(["family", "eta", "NUTS eta/s", "NUTS ESS/s", "HMC ESS/s",
+                     "NUTS/HMC at equal ESS"], rows)]
+
+
+def _quality(data: dict) -> list[str]:
+    rows = [[r["config"], r["n"], r["flagged_fraction"], r["compute_seconds"], r["mean_z2"],
+             r["min_ess"]] for r in data["rows"]]
+    return ["## MCMC dataset quality (z of the targets against exact moments)", "",
+            *_table(["config", "eta", "flagged", "seconds", "mean z² (1 = honest)",
+                     "min ESS"], rows)]
+
+
+def _natural(data: dict) -> list[str]:
+    return ["## Natural gradient versus Adam (conjugate regression, VI stage)", "",
+            *_table(["Adam steps", "natural-gradient steps", "speed-up"],
+                    [[data["vi_steps_adam"], data["vi_steps_natural"], data["speedup"]]])]
+
+
+def _cavi(data: dict) -> list[str]:
+    h, c = data["headline"], data["coverage"]
+    s = h["seconds"]
+    rows = [["network providers", s["network"], h["iterations"]["network"]],
+            ["network providers, no ELBO trace", s["network_no_elbo"], "-"],
+            [f"network providers + {data['num_draws']} function draws (band)",
+             s["network_with_band"], "-"],
+            ["quadrature providers", s["quadrature"], h["iterations"]["quadrature"]],
+            ["NUTS, joint posterior (4 chains)", s["nuts_joint"], "-"]]
+    errs = [[name, *[v for v in e.values()]] for name, e in h["error_over_nuts_mcse"].items()]
+    kl = h["kl_network_vs_quadrature"]
+    net = data.get("network", {})
+    return [
+        "## CAVI (quartic_prior): network versus quadrature versus NUTS", "",
+        f"The network: mlp trained in {_g(net.get('train_seconds'))} s on "
+        "configs/data/quartic_cavi.yaml (4000 quadrature eta on the slice the model visits); "
+        f"held-out max NRMSE {_g(net.get('max_nrmse'))}, 90% coverage "
+        f"{_g(net.get('coverage_90'))}, mean z² {_g(net.get('mean_z2'))}.", "",
+        *_table(["method", "seconds to the fixed point (after compilation)", "sweeps"], rows),
+        "", "Ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in h["ratios"].items()) + ".", "",
+        f"KL(q_net ‖ q_quadrature): {', '.join(f'{k} {v:.1e}' for k, v in kl.items())}. "
+        f"Band contains the quadrature fixed point: {_g(h['band_contains_quadrature'])}. Over "
+        f"{c['num_datasets']} simulated data sets the 90% band covers the quadrature fixed "
+        f"point in {c['band_coverage']:.0%} (target {c['coverage_target']}); max KL "
+        f"{', '.join(f'{k} {v:.1e}' for k, v in c['kl_max'].items())}.", "",
+        "Mean-field CAVI against the exact posterior (NUTS), (CAVI − NUTS) / MCSE:", "",
+        *_table(["providers", *h["mean_stats"]["labels"]], errs)]
+
+
+def render() -> str:
+    """RESULTS.md from the JSON files in results/."""
+    sections = [
+        ("training", _training), ("cavi", _cavi), ("exact_moments", _exact),
+        ("generate", _generate), ("dataset_quality", _quality), ("natural_gradient", _natural),
+    ]
+    lines = ["# Benchmark results", "",
+             "Written by `python benchmarks/run_all.py`; every number comes from the JSON file "
+             "named under its table (machine and versions recorded there).", ""]
+    forward = _load("et_forward")
+    if forward:
+        lines += [*_throughput(forward, _load("exact_moments"), _load("generate")), "",
+                  _source("et_forward", forward), ""]
+    for name, fn in sections:
+        data = _load(name)
+        if data is None:
+            lines += [f"## {name}: no results yet", ""]
+            continue
+        lines += [*fn(data), "", _source(name, data), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="reduced runs (~10 minutes)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rewrite RESULTS.md from results/*.json")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    status = {} if args.report_only else run_benchmarks(args.quick)
+    path = HERE / "RESULTS.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(render())
+    os.replace(tmp, path)
+    failed = [s for s, v in status.items() if v["returncode"] != 0]
+    print(f"wrote {path} after {time.perf_counter() - start:.0f} s"
+          + (f"; FAILED: {failed}" if failed else ""))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
