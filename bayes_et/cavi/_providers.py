@@ -186,6 +186,7 @@ class NetworkMoments(MomentProvider):
 
     @property
     def num_samples(self) -> int:
+        """Weight draws S behind the predictive mean (and the function draws)."""
         return len(self.offsets)
 
     def _over_draws(self, fn):
@@ -233,6 +234,7 @@ class SamplingMoments(MomentProvider):
 
     @property
     def integrable(self) -> bool:
+        """False: a NUTS run per quadrature node would cost too much."""
         return False
 
     def _host(self, eta, seed):
@@ -264,10 +266,12 @@ class WithFallback(MomentProvider):
 
     @property
     def family(self) -> ExponentialFamily:
+        """The backup's family (the network's is the same)."""
         return self.backup.family
 
     @property
     def integrable(self) -> bool:
+        """As the backup (the network alone always is)."""
         return self.backup.integrable
 
     def evaluate(self, eta, draw, key):

@@ -31,10 +31,12 @@ class Dataset:
         return len(self.eta)
 
     def take(self, index) -> Dataset:
+        """The rows `index` (an index array, slice or boolean mask over n) of every array."""
         return Dataset(*(getattr(self, name)[index] for name in ARRAYS), metadata=self.metadata)
 
     @staticmethod
     def concatenate(parts: list[Dataset], metadata: dict | None = None) -> Dataset:
+        """Rows of `parts` stacked in order (n = sum of theirs); metadata of the first."""
         arrays = [np.concatenate([getattr(p, name) for p in parts]) for name in ARRAYS]
         return Dataset(*arrays, metadata=metadata if metadata is not None else parts[0].metadata)
 
@@ -55,6 +57,7 @@ def atomic_write_npz(path: str | os.PathLike, **arrays) -> Path:
 
 
 def save_dataset(path: str | os.PathLike, dataset: Dataset) -> Path:
+    """Write `dataset` atomically as .npz: its arrays plus metadata as a JSON string."""
     arrays = {name: np.asarray(getattr(dataset, name)) for name in ARRAYS}
     return atomic_write_npz(path, **arrays, metadata=np.array(json.dumps(dataset.metadata)))
 

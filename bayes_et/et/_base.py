@@ -34,11 +34,13 @@ class Standardizer(eqx.Module):
 
     @classmethod
     def identity(cls, dim: int) -> Standardizer:
+        """No scaling: zero means and unit scales of length `dim`."""
         zeros, ones = jnp.zeros(dim), jnp.ones(dim)
         return cls(zeros, ones, zeros, ones)
 
     @classmethod
     def fit(cls, eta, mu) -> Standardizer:
+        """Means and standard deviations (floored) of data eta (n, d) and mu (n, d)."""
         eta, mu = np.asarray(eta, np.float64), np.asarray(mu, np.float64)
         floor = lambda s: np.where(s > 1e-12, s, 1.0)
         return cls(*(jnp.asarray(a, jnp.float32) for a in (

@@ -77,6 +77,7 @@ class ExponentialFamily:
     # ----- identity ---------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The family's repr, e.g. 'Quartic()' or 'MultivariateNormal(d=3)'."""
         return repr(self)
 
     def __repr__(self):
@@ -92,14 +93,17 @@ class ExponentialFamily:
     # ----- shapes and flattening --------------------------------------------------------
     @property
     def stat_names(self) -> tuple[str, ...]:
+        """Statistic names in flattening order."""
         return tuple(self.stat_shapes)
 
     @property
     def stat_sizes(self) -> tuple[int, ...]:
+        """Flat size of each statistic, in order."""
         return tuple(math.prod(s) for s in self.stat_shapes.values())
 
     @property
     def eta_dim(self) -> int:
+        """Length of the flat eta and mu_T: the sum of the statistic sizes."""
         return sum(self.stat_sizes)
 
     @property
@@ -139,6 +143,7 @@ class ExponentialFamily:
         }
 
     def check_eta_shape(self, eta, field: str = "eta") -> Array:
+        """eta as an array of shape (..., eta_dim); ValueError naming `field` otherwise."""
         eta = jnp.asarray(eta)
         if eta.ndim == 0 or eta.shape[-1] != self.eta_dim:
             raise ValueError(
@@ -250,6 +255,7 @@ class ExponentialFamily:
 
     @property
     def has_log_partition(self) -> bool:
+        """True when the subclass gives A(eta) in closed form."""
         return type(self)._log_partition is not ExponentialFamily._log_partition
 
     @property

@@ -135,6 +135,7 @@ class LaplaceProduct(VectorFamily, ExponentialFamily):
 
     @property
     def stat_shapes(self):
+        """Two statistics of shape (d,): -|x - 1| and -|x + 1| per coordinate."""
         return {"neg_abs_x_minus_1": (self.d,), "neg_abs_x_plus_1": (self.d,)}
 
     eta_box = {"neg_abs_x_minus_1": (0.05, 3.0), "neg_abs_x_plus_1": (0.05, 3.0)}

@@ -57,14 +57,18 @@ class MultivariateNormal(VectorFamily, ExponentialFamily):
 
     @property
     def stat_shapes(self):
+        """x: (d,), xxT: (d (d + 1) / 2,) (the lower triangle of x x^T, row-major)."""
         return {"x": (self.d,), "xxT": (self.d * (self.d + 1) // 2,)}
 
     @property
     def tril(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols) of the lower triangle, each (d (d + 1) / 2,): the order of xxT."""
         return np.tril_indices(self.d)
 
     @property
     def eta_box(self):
+        """Default box: eta_x in [-2, 2]; eta_xxT in [-3, -0.5] on the diagonal and
+        [-0.5, 0.5] off it."""
         rows, cols = self.tril
         diag = rows == cols
         return {

@@ -26,15 +26,19 @@ class Support(abc.ABC):
     """|u| beyond which quadrature assumes no mass (exp(u) stays finite in float64)."""
 
     @abc.abstractmethod
-    def forward(self, u: Array) -> Array: ...
+    def forward(self, u: Array) -> Array:
+        """x = forward(u), elementwise: same shape as u (u_size == 1)."""
 
     @abc.abstractmethod
-    def inverse(self, x: Array) -> Array: ...
+    def inverse(self, x: Array) -> Array:
+        """u = inverse(x), elementwise: same shape as x."""
 
     @abc.abstractmethod
-    def log_det_jacobian(self, u: Array) -> Array: ...
+    def log_det_jacobian(self, u: Array) -> Array:
+        """log |dx/du|, elementwise: same shape as u."""
 
     def contains(self, x: Array) -> Array:
+        """Boolean array of x's shape: True where x lies in the support."""
         return jnp.isfinite(x)
 
     def u_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -58,6 +58,7 @@ class AbstractParameter(eqx.Module):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the parameter (of its mean)."""
         return jnp.shape(self.mean)
 
     @property

@@ -23,10 +23,12 @@ class GaussianParameter(AbstractParameter):
 
     @property
     def stdv(self) -> Array:
+        """Standard deviation, shape of the mean (softplus of raw_stdv plus a floor)."""
         return width_from_raw(self.raw_stdv)
 
     @property
     def width(self) -> Array:
+        """The standard deviation (shape of the mean)."""
         return self.stdv
 
     def sample(self, key):

@@ -22,10 +22,12 @@ class LaplacianParameter(AbstractParameter):
 
     @property
     def scale(self) -> Array:
+        """Laplace scale b, shape of the mean (softplus of raw_scale plus a floor)."""
         return width_from_raw(self.raw_scale)
 
     @property
     def width(self) -> Array:
+        """The Laplace scale (shape of the mean)."""
         return self.scale
 
     def sample(self, key):

@@ -16,6 +16,7 @@ from ._laplacian import LaplacianParameter
 
 
 def is_parameter(node) -> bool:
+    """Whether a pytree node is a variational parameter (an AbstractParameter)."""
     return isinstance(node, AbstractParameter)
 
 
