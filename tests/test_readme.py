@@ -22,6 +22,10 @@ def test_readme_block_runs(index, capsys, tmp_path, monkeypatch):
     if "truth" in namespace:  # the training example: predictions near the exact moments
         mean, sd, truth = (np.asarray(namespace[k]) for k in ("mean", "sd", "truth"))
         assert np.all(np.abs(mean - truth) <= 0.05 * np.abs(truth) + 5 * sd)
+    if "exact" in namespace:  # the quickstart: network CAVI next to quadrature CAVI
+        learned, exact = namespace["result"].mean_stats, namespace["exact"].mean_stats
+        for name, values in exact.items():
+            np.testing.assert_allclose(learned[name], values, rtol=2e-2, atol=2e-2)
     if "textbook" in namespace:  # the CAVI example: the closed-form mean-field fixed point
         for name, eta in namespace["textbook"].items():
             np.testing.assert_allclose(namespace["result"].eta[name], eta, rtol=1e-6)

@@ -173,7 +173,7 @@ def _provider_tuple(model: CAVIModel, providers) -> tuple[MomentProvider, ...]:
                          f"{list(model.names)}")
     out = []
     for name, family in zip(model.names, model.families, strict=True):
-        provider = providers.get(name) or ExactMoments(family)
+        provider = providers[name] if name in providers else ExactMoments(family)
         if not isinstance(provider, MomentProvider):
             raise ValueError(f"providers['{name}']: expected a MomentProvider; got {provider!r}")
         if provider.family.eta_dim != family.eta_dim or (
