@@ -45,8 +45,11 @@ def load_config(source: str | os.PathLike | dict | None = None) -> dict[str, Any
     if not (isinstance(cfg["slice"]["num"], int) and cfg["slice"]["num"] >= 2):
         raise ValueError(f"config key 'slice.num': got {cfg['slice']['num']!r}; allowed: an "
                          "int >= 2")
-    for end in ("start", "stop"):
-        family.validate_eta(np.asarray(cfg["slice"][end], float), f"slice.{end}")
+    ends = [family.validate_eta(np.asarray(cfg["slice"][k], float), f"slice.{k}")
+            for k in ("start", "stop")]
+    if np.array_equal(*ends):
+        raise ValueError("config key 'slice': start and stop are the same eta; allowed: two "
+                         "different valid eta")
     if "providers" in cfg["cavi"]:
         raise ValueError("config key 'cavi.providers': leave it out; the pipeline's network "
                          "answers the factor of the data's family, exact moments the others")
@@ -57,10 +60,9 @@ def load_config(source: str | os.PathLike | dict | None = None) -> dict[str, Any
     return cfg
 
 
-def _line(eta_start, eta_stop, num: int) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, num)[:, None]
-    return np.asarray(eta_start, float) + t * (np.asarray(eta_stop, float)
-                                               - np.asarray(eta_start, float))
+def _line(start, stop, num: int) -> np.ndarray:
+    start, stop = np.asarray(start, float), np.asarray(stop, float)
+    return start + np.linspace(0.0, 1.0, num)[:, None] * (stop - start)
 
 
 def _slice_figure(model, family, cfg: dict, path: Path) -> dict[str, float]:

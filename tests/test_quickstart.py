@@ -62,6 +62,7 @@ def test_console_script_runs_every_stage_from_any_directory(tmp_path):
     (lambda c: c["slice"].update(num=1), "config key 'slice.num'"),
     (lambda c: c["slice"].update(start=[0.0, 0.0, 0.0, 1.0]), "slice.start is outside"),
     (lambda c: c["data"]["eta"].update(num=0), "config key 'eta.num'"),
+    (lambda c: c["slice"].update(stop=c["slice"]["start"]), "start and stop are the same"),
     (lambda c: c["cavi"].update(example="normal_gamma", arguments={
         "mu0": 0.0, "lambda0": 1.0, "a0": 1.0, "b0": 1.0}), "no factor of the model is Quartic"),
 ])

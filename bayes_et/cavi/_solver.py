@@ -165,12 +165,18 @@ def _solve_jit(model, providers, start, key, draws, max_iter, tol, damping, trac
                                      track_elbo))(draws)
 
 
-def _provider_tuple(model: CAVIModel, providers) -> tuple[MomentProvider, ...]:
-    providers = {} if providers is None else dict(providers)
-    unknown = set(providers) - set(model.names)
+def _per_factor(model: CAVIModel, mapping, field: str) -> dict:
+    """A copy of `mapping` (None: empty) whose keys all name factors of the model."""
+    mapping = {} if mapping is None else dict(mapping)
+    unknown = set(mapping) - set(model.names)
     if unknown:
-        raise ValueError(f"providers: unknown factor(s) {sorted(unknown)}; the model has "
+        raise ValueError(f"{field}: unknown factor(s) {sorted(unknown)}; the model has "
                          f"{list(model.names)}")
+    return mapping
+
+
+def _provider_tuple(model: CAVIModel, providers) -> tuple[MomentProvider, ...]:
+    providers = _per_factor(model, providers, "providers")
     out = []
     for name, family in zip(model.names, model.families, strict=True):
         provider = providers[name] if name in providers else ExactMoments(family)
@@ -191,11 +197,7 @@ def _evaluate_one(provider: MomentProvider, eta, key):
 
 def _start(model: CAVIModel, providers, init) -> tuple:
     """init[name], else eta0 where valid, else one update from the other factors' start."""
-    init = {} if init is None else dict(init)
-    unknown = set(init) - set(model.names)
-    if unknown:
-        raise ValueError(f"init: unknown factor(s) {sorted(unknown)}; the model has "
-                         f"{list(model.names)}")
+    init = _per_factor(model, init, "init")
     start = []
     for i, name in enumerate(model.names):
         family = model.families[i]
