@@ -179,7 +179,7 @@ def _report(summary: dict, metrics: dict, cfg: dict, family) -> str:
         f"{cfg['cavi'].get('solver', {}).get('num_draws', 0)} function draws "
         f"{cavi['seconds'].get('draws_seconds', 0):.2f} s). KL(q_net || q_quadrature): "
         + ", ".join(f"{k} {v:.1e}" for k, v in cavi["kl"].items()) + "."
-        + (f" Flags{_flag_text(cavi['flags'])[7:]}: the fallback (quadrature) answered where "
+        + (f" Flags: {_flag_text(cavi['flags'])}; the fallback (quadrature) answered where "
            "the network flagged its eta." if _flag_text(cavi["flags"]) else ""), "",
         "| factor | eta | network | 90% band | quadrature | inside |", "|---|---|---|---|---|---|",
     ]
@@ -205,14 +205,15 @@ def _summary_rows(summary: dict) -> list[tuple[str, str, str]]:
          f"{s['seconds']:.1f}"),
         ("cavi", f"{'converged' if v['converged'] else 'NOT converged'} in {v['iterations']} "
          f"sweeps; band contains quadrature: {'yes' if band else 'no' if band is not None else '-'}"
-         f", max KL {max(v['kl'].values()):.1e}" + _flag_text(v["flags"]),
+         f", max KL {max(v['kl'].values()):.1e}"
+         + (f"; flags {_flag_text(v['flags'])}" if _flag_text(v["flags"]) else ""),
          f"{v['stage_seconds']:.1f}"),
     ]
 
 
 def _flag_text(flags: dict[str, list[str]]) -> str:
-    raised = [f"{name}: {', '.join(names)}" for name, names in flags.items() if names]
-    return f"; flags {'; '.join(raised)}" if raised else ""
+    """'factor: flag, flag; ...' for the factors with flags ('' if none)."""
+    return "; ".join(f"{name}: {', '.join(names)}" for name, names in flags.items() if names)
 
 
 def _table(summary: dict) -> str:
@@ -224,7 +225,7 @@ def _table(summary: dict) -> str:
 def run_quickstart(config: str | os.PathLike | dict | None = None,
                    out: str | os.PathLike | None = None) -> int:
     """Run the pipeline; write OUT/report.md with its figures and print a summary."""
-    from bayes_et.data import generate, load_dataset
+    from bayes_et.data import generate, load_data_config, load_dataset
     from bayes_et.expfam import build_family
     from bayes_et.train import load_run, train_run
     from bayes_et.train._run import _write_text
@@ -240,12 +241,11 @@ def run_quickstart(config: str | os.PathLike | dict | None = None,
 
     t = stage(1, f"generating {cfg['data']['eta']['num']} eta of {cfg['data']['family']}")
     data_path = out / "data.npz"
-    if data_path.exists() and load_dataset(data_path).metadata.get("config") != \
-            _data_config(cfg):
-        data_path.unlink()
-    if not data_path.exists():
-        generate(cfg["data"], data_path, resume=True)
-    dataset = load_dataset(data_path)
+    dataset = load_dataset(data_path) if data_path.exists() else None
+    if dataset is None or dataset.metadata.get("config") != load_data_config(cfg["data"]):
+        # absent: generate (resuming an interrupted run); from another config: replace
+        generate(cfg["data"], data_path, resume=dataset is None, force=dataset is not None)
+        dataset = load_dataset(data_path)
     family = build_family(dataset.metadata["family"])
     summary["generate"] = {"num_eta": len(dataset), "method": dataset.metadata["method"],
                            "seconds": time.perf_counter() - t}
@@ -284,9 +284,3 @@ def run_quickstart(config: str | os.PathLike | dict | None = None,
         print(f"{a:<12} {b:<{width}} {c:>8}")
     print(f"\nreport: {out / 'report.md'} (total {summary['seconds_total']:.0f} s)")
     return 0
-
-
-def _data_config(cfg: dict) -> dict:
-    from bayes_et.data import load_data_config
-
-    return load_data_config(cfg["data"])

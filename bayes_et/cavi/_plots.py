@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayes_et.expfam import ExponentialFamily
+from bayes_et.expfam._quadrature import _coarse_grid
 from bayes_et.train._plots import _save, plt
 
 GRID = 400
@@ -16,14 +17,18 @@ KEEP_NATS = 12.0
 
 
 def density_grid(family: ExponentialFamily, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """x grid (GRID,) over where q(x | eta) is within KEEP_NATS of its peak, and q there."""
+    """x grid (GRID,) over where q(x | eta) is within KEEP_NATS of its peak (one period on
+    the circle), and q there."""
+    if family.support.periodic:
+        x = np.linspace(-np.pi, np.pi, GRID)
+        return x, density_on(family, eta, x)
     with jax.enable_x64(True):
-        radius = family.support.search_radius
-        u = jnp.sinh(jnp.linspace(-1.0, 1.0, 4001) * np.arcsinh(radius))
+        u = _coarse_grid(family, jnp.float64)  # the quadrature's search grid
         log_w = jax.vmap(lambda v: family.log_density_unconstrained(v, jnp.asarray(eta)))(u)
         log_w = np.where(np.isfinite(log_w), np.asarray(log_w), -np.inf)
         keep = np.flatnonzero(log_w > log_w.max() - KEEP_NATS)
-        u_lo, u_hi = np.asarray(u)[max(keep[0] - 1, 0)], np.asarray(u)[min(keep[-1] + 1, 4000)]
+        u = np.asarray(u)
+        u_lo, u_hi = u[max(keep[0] - 1, 0)], u[min(keep[-1] + 1, len(u) - 1)]
         x = np.asarray(family.support.forward(jnp.linspace(u_lo, u_hi, GRID)))
     return x, density_on(family, eta, x)
 

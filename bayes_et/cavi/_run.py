@@ -40,7 +40,9 @@ def _data(value) -> np.ndarray:
                         _number("data.simulate.mean", sim["mean"], -np.inf, np.inf),
                         _number("data.simulate.sd", sim["sd"], 0.0, np.inf),
                         _int("data.simulate.seed", sim["seed"], 0))
-    if not isinstance(value, list) or not value:
+    numbers = isinstance(value, list) and value and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not numbers:
         _fail("data", value, "a non-empty list of numbers, or {simulate: {n, mean, sd, seed}}")
     return np.asarray(value, np.float64)
 
@@ -92,7 +94,10 @@ def _provider(name: str, family, spec) -> MomentProvider:
 def load_cavi_config(source: str | os.PathLike | dict
                      ) -> tuple[CAVIModel, dict[str, MomentProvider], dict[str, Any]]:
     """(model, providers, solver settings) from a CAVI config (YAML file or dict)."""
-    cfg = read_config(source)
+    return _load(read_config(source))
+
+
+def _load(cfg: dict) -> tuple[CAVIModel, dict[str, MomentProvider], dict[str, Any]]:
     _known("", cfg, KEYS)
     model = _model(cfg)
     providers_cfg = cfg.get("providers") or {}
@@ -113,13 +118,14 @@ def load_cavi_config(source: str | os.PathLike | dict
 def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = None
              ) -> tuple[CAVIResult, Path]:
     """Solve the model a CAVI config describes; write OUT/result.json and OUT/cavi.png."""
-    model, providers, solver = load_cavi_config(config)
+    raw = read_config(config)
+    model, providers, solver = _load(raw)
     name = "cavi" if isinstance(config, dict) else Path(config).stem
     out = Path(out or Path("runs") / f"cavi-{name}")
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in solver.items() if k != "seed"}
     result = run_cavi(model, providers, key=jax.random.key(solver["seed"]), **settings)
-    record = {"config": read_config(config), **result.to_json()}
+    record = {"config": raw, **result.to_json()}
     _write_text(out / "result.json", json.dumps(record, indent=2))
     plot_cavi(result, dict(zip(model.names, model.families, strict=True)), out / "cavi.png",
               f"CAVI: {name}")

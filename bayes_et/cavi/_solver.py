@@ -20,6 +20,7 @@ from ._providers import (
     MomentProvider,
     NetworkMoments,
     WithFallback,
+    _evaluate_batch,
     flag_names,
 )
 
@@ -190,11 +191,6 @@ def _provider_tuple(model: CAVIModel, providers) -> tuple[MomentProvider, ...]:
     return tuple(out)
 
 
-@eqx.filter_jit
-def _evaluate_one(provider: MomentProvider, eta, key):
-    return provider.evaluate(eta, None, key)
-
-
 def _start(model: CAVIModel, providers, init) -> tuple:
     """init[name], else eta0 where valid, else one update from the other factors' start."""
     init = _per_factor(model, init, "init")
@@ -205,8 +201,9 @@ def _start(model: CAVIModel, providers, init) -> tuple:
         family.check_eta_shape(eta, f"init['{name}']")
         start.append(eta if bool(family.is_valid_eta(eta)) or name in init else None)
     proper = [i for i, eta in enumerate(start) if eta is not None]
-    key = jax.random.key(0)
-    means = [None if eta is None else _evaluate_one(providers[i], jnp.asarray(eta), key).mean
+    keys = jax.random.split(jax.random.key(0), 1)
+    means = [None if eta is None else _evaluate_batch(providers[i], jnp.asarray(eta)[None],
+                                                      keys).mean[0]
              for i, eta in enumerate(start)]
     for i, eta in enumerate(start):
         if eta is None:
@@ -227,6 +224,11 @@ def _start(model: CAVIModel, providers, init) -> tuple:
         except ValueError as err:
             raise ValueError(f"factor '{name}': {err}; give a valid init['{name}']") from None
     return tuple(jnp.asarray(eta) for eta in start)
+
+
+def _converged(change, flags, tol: float):
+    """Converged: the last change is within tol and no update was rejected (per run)."""
+    return (change <= tol) & ~np.any(flags & FLAG_STUCK, axis=-1)
 
 
 def _num_draws(providers, num_draws: int) -> int:
@@ -283,8 +285,7 @@ def run_cavi(model: CAVIModel, providers: dict[str, MomentProvider] | None = Non
                 "eta": {n: np.asarray(e) for n, e in zip(model.names, batch[1], strict=True)},
                 "mean_stats": {n: np.asarray(m) for n, m in zip(model.names, batch[2],
                                                                 strict=True)},
-                "converged": (np.asarray(batch[4]) <= tol)
-                & ~np.any(np.asarray(batch[3]) & FLAG_STUCK, axis=1),
+                "converged": _converged(np.asarray(batch[4]), np.asarray(batch[3]), tol),
                 "iterations": np.asarray(batch[0]),
             }
             draw_seconds = time.perf_counter() - began
@@ -299,7 +300,7 @@ def run_cavi(model: CAVIModel, providers: dict[str, MomentProvider] | None = Non
         stat_names={n: f.flat_names for n, f in zip(model.names, model.families, strict=True)},
         eta={n: np.asarray(e) for n, e in zip(model.names, etas, strict=True)},
         mean_stats={n: np.asarray(m) for n, m in zip(model.names, means, strict=True)},
-        iterations=it, converged=bool(change <= tol) and not np.any(flags & FLAG_STUCK),
+        iterations=it, converged=bool(_converged(change, flags, tol)),
         elbo=np.asarray(elbos)[: it + 1], delta=np.asarray(deltas)[:it],
         flags={n: flag_names(b) for n, b in zip(model.names, np.asarray(flags), strict=True)},
         timings=timings, draws=draws)

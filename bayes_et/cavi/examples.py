@@ -24,7 +24,8 @@ def _data(data) -> np.ndarray:
 
 def _positive(**values: float) -> None:
     for name, value in values.items():
-        if not (np.isfinite(value) and value > 0):
+        number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+        if not (number and np.isfinite(value) and value > 0):
             raise ValueError(f"{name}: must be a positive number; got {value!r}")
 
 

@@ -13,6 +13,7 @@ from bayes_et.cavi import (
     NetworkMoments,
     SamplingMoments,
     WithFallback,
+    cavi_run,
     examples,
     load_cavi_config,
     run_cavi,
@@ -213,8 +214,6 @@ def test_cli_with_network_providers_reports_bands(trained_runs, tmp_path):
               "solver": {"num_draws": 8}}
     model, providers, solver = load_cavi_config(config)
     assert isinstance(providers["mu"], WithFallback) and solver["num_draws"] == 8
-    from bayes_et.cavi import cavi_run
-
     result, out = cavi_run(config, tmp_path / "net")
     record = json.loads((out / "result.json").read_text())
     assert record["num_draws"] == 8 and len(record["eta_band"]["tau"]["lo"]) == 2
