@@ -1,9 +1,11 @@
-"""Moment providers: eta -> (mean_stats, cov or None), exact, learned or sampled.
+"""Moment providers: a batch of eta -> (mean_stats, cov or None, flags), exact, learned or
+sampled.
 
-`cov` is the covariance of the error of mean_stats (None where the provider is exact):
-the network's calibrated predictive covariance, or the Monte-Carlo error cov_TT / ESS.
-Inside the solver every provider is evaluated at one eta through `evaluate`, which is
-traceable (jit, vmap) and also returns bit flags.
+Every provider answers a whole batch (n, d) in one traceable call (`evaluate`), so the
+solver updates a plate of N members with one provider call. `cov` is the covariance of the
+error of mean_stats (None where the provider is exact): the network's calibrated
+predictive covariance, or the Monte-Carlo error cov_TT / ESS; it is computed only when
+`full=True` (the public `__call__`, and the network's spread check).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from bayes_et.et import AbstractET
 from bayes_et.expfam import ExponentialFamily, build_family
+from bayes_et.expfam._laplace import laplace_moments_at
 from bayes_et.expfam._quadrature import moments_at
 from bayes_et.train import TrainedET, load_run
 from bayes_et.train._predictive import misfit_offsets
@@ -35,10 +38,16 @@ FLAG_BACKOFF = 16
 """A CAVI update left the natural-parameter space and was shortened."""
 FLAG_STUCK = 32
 """No shortened update was valid: eta was kept."""
+FLAG_NONFINITE = 64
+"""The provider's answer was NaN or infinite."""
 REGION_RTOL = 1e-6
 FLAG_NAMES = {FLAG_OUTSIDE: "outside_training_region", FLAG_SPREAD: "wide_predictive_spread",
               FLAG_FALLBACK: "answered_by_fallback", FLAG_SAMPLER: "sampler_diagnostics",
-              FLAG_BACKOFF: "update_shortened", FLAG_STUCK: "update_rejected"}
+              FLAG_BACKOFF: "update_shortened", FLAG_STUCK: "update_rejected",
+              FLAG_NONFINITE: "non_finite"}
+NEEDS_BACKUP = FLAG_OUTSIDE | FLAG_SPREAD | FLAG_NONFINITE
+MEMBER_BLOCK = 4096  # eta per block in sequential maps: bounds memory for large plates
+BACKUP_BLOCK = 64  # flagged members the backup answers per pass
 
 
 def flag_names(bits: int) -> list[str]:
@@ -47,30 +56,44 @@ def flag_names(bits: int) -> list[str]:
 
 
 class Moments(NamedTuple):
-    mean: Float[Array, " d"]
-    cov: Float[Array, "d d"]
-    flags: Int[Array, ""]
+    """Moments of a batch: mean (n, d), cov (n, d, d) or None, flags (n,) int32."""
+
+    mean: Float[Array, "n d"]
+    cov: Float[Array, "n d d"] | None
+    flags: Int[Array, " n"]
 
 
-def _no_flags():
-    return jnp.zeros((), jnp.int32)
+def _block_map(fn, *args):
+    """fn over the leading axis of args, vmapped within blocks of MEMBER_BLOCK rows."""
+    n = args[0].shape[0]
+    if n <= MEMBER_BLOCK:
+        return jax.vmap(fn)(*args)
+    return jax.lax.map(lambda a: fn(*a), args, batch_size=MEMBER_BLOCK)
 
 
 class MomentProvider(eqx.Module):
-    """eta -> (mean_stats, cov or None) for one family (attribute `family`). Subclasses
+    """A batch of eta (n, d) -> Moments for one family (attribute `family`). Subclasses
     implement `evaluate`; `exact` says whether the moments are exact (cov is None)."""
 
+    family: eqx.AbstractVar[ExponentialFamily]
     exact: ClassVar[bool] = False
+    has_draws: ClassVar[bool] = False
+    """Whether `draw` selects calibrated function draws (the networks)."""
 
-    def evaluate(self, eta: Float[Array, " d"], draw: Int[Array, ""] | None,
-                 key: PRNGKeyArray) -> Moments:
-        """Moments at one eta (traceable); `draw` picks a calibrated function draw where the
-        provider has them (None: the predictive mean); `key` seeds samplers."""
+    def evaluate(self, eta: Float[Array, "n d"], draw: Int[Array, ""] | None,
+                 key: PRNGKeyArray, *, full: bool = False,
+                 active: Bool[Array, " n"] | None = None,
+                 force: Bool[Array, " n"] | None = None) -> Moments:
+        """Moments at each row of eta (traceable); `draw` picks a calibrated function draw
+        where the provider has them (None: its central answer); `key` seeds samplers;
+        `full` also computes cov (and the checks that need it); rows outside `active` may
+        be answered with anything finite (the caller discards them); rows in `force` go to
+        the fallback where the provider has one."""
         raise NotImplementedError
 
-    def log_partition(self, eta: Float[Array, " d"], draw: Int[Array, ""] | None
-                      ) -> Float[Array, ""] | None:
-        """A(eta) up to a constant, or None when unknown (the solver integrates mu)."""
+    def log_partition(self, eta: Float[Array, "n d"], draw: Int[Array, ""] | None
+                      ) -> Float[Array, " n"] | None:
+        """A(eta) per row up to a constant, or None when unknown (the solver integrates mu)."""
         return None
 
     @property
@@ -93,48 +116,115 @@ class MomentProvider(eqx.Module):
         with jax.enable_x64(True):
             eta = self.family.validate_eta(jnp.asarray(eta, jnp.float64))
             flat = jnp.reshape(eta, (-1, self.family.eta_dim))
-            keys = jax.random.split(jax.random.key(0) if key is None else key, len(flat))
-            out = _evaluate_batch(self, flat, keys)
+            out = _evaluate_full(self, flat, jax.random.key(0) if key is None else key)
             batch = eta.shape[:-1]
-            return Moments(*(np.reshape(np.asarray(a), batch + a.shape[1:]) for a in out))
+            return Moments(*(None if a is None else np.reshape(np.asarray(a),
+                                                               batch + a.shape[1:])
+                             for a in out))
 
 
 @eqx.filter_jit
-def _evaluate_batch(provider: MomentProvider, eta, keys) -> Moments:
-    return jax.vmap(lambda e, k: provider.evaluate(e, None, k))(eta, keys)
+def _evaluate_full(provider: MomentProvider, eta, key) -> Moments:
+    return provider.evaluate(eta, None, key, full=True)
+
+
+def _zeros_flags(n: int):
+    return jnp.zeros((n,), jnp.int32)
+
+
+def _nonfinite(mean) -> Int[Array, " n"]:
+    return jnp.where(jnp.all(jnp.isfinite(mean), axis=-1), 0, FLAG_NONFINITE).astype(jnp.int32)
+
+
+ROUTES = ("auto", "closed_form", "quadrature", "gauss_hermite")
 
 
 class ExactMoments(MomentProvider):
-    """The family's closed form, or quadrature (float64 inside the solver) for any family
-    with one-dimensional x."""
+    """Exact moments by one of `route`: the family's closed form; the robust quadrature
+    (any family with one-dimensional x; float64 inside the solver); or Gauss-Hermite around
+    the Laplace mode (`gauss_hermite`, `nodes` and 2 x `nodes` points, fast for unimodal q),
+    whose rows with an error estimate above `tol` go to the robust quadrature. `auto`: the
+    closed form where there is one, else the robust quadrature."""
 
     family: ExponentialFamily = eqx.field(static=True)
+    route: str = eqx.field(static=True)
+    nodes: int = eqx.field(static=True)
+    tol: float = eqx.field(static=True)
     exact: ClassVar[bool] = True
 
-    def __init__(self, family: ExponentialFamily):
-        if not family.has_closed_form and int(np.prod(family.x_shape)) != 1:
+    def __init__(self, family: ExponentialFamily, route: str = "auto", *, nodes: int = 16,
+                 tol: float = 1e-9):
+        one_d = int(np.prod(family.x_shape)) == 1
+        if route not in ROUTES:
+            raise ValueError(f"ExactMoments: route={route!r}; allowed: {', '.join(ROUTES)}")
+        if route == "auto":
+            route = "closed_form" if family.has_closed_form else "quadrature"
+        if route == "closed_form" and not family.has_closed_form:
+            raise ValueError(f"ExactMoments: {family.name} has no closed form; use route "
+                             "quadrature or gauss_hermite (1-D x), or SamplingMoments")
+        if route != "closed_form" and not one_d:
             raise ValueError(f"ExactMoments: {family.name} has no closed form and "
                              f"{family.x_shape}-shaped x; use SamplingMoments")
-        self.family = family
+        if route == "gauss_hermite" and family.support.periodic:
+            route = "quadrature"  # the circle has no Laplace mode to centre on: trapezoid
+        if not (isinstance(nodes, int) and nodes >= 2) or not tol > 0:
+            raise ValueError(f"ExactMoments: nodes={nodes!r} (an int >= 2), tol={tol!r} (> 0)")
+        self.family, self.route, self.nodes, self.tol = family, route, nodes, float(tol)
 
-    def evaluate(self, eta, draw, key):
-        k = self.family.eta_dim
-        if self.family.has_closed_form:
-            return Moments(self.family._mean_stats(eta), jnp.zeros((k, k), eta.dtype),
-                           _no_flags())
-        mean, _ = moments_at(self.family, eta)
-        return Moments(mean, jnp.zeros((k, k), eta.dtype), _no_flags())
+    def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+        n = eta.shape[0]
+        if self.route == "closed_form":
+            mean = jax.vmap(self.family._mean_stats)(eta)
+        elif self.route == "quadrature":
+            mean = _block_map(lambda e: moments_at(self.family, e)[0], eta)
+        else:
+            mean, error = _block_map(lambda e: laplace_moments_at(self.family, e, self.nodes),
+                                     eta)
+            robust = error > self.tol
+            if active is not None:
+                robust = robust & active
+            mean = on_rows(lambda e, _: _block_map(lambda x: moments_at(self.family, x)[0], e),
+                           eta, robust, mean)
+        return Moments(mean, None, _nonfinite(mean))
 
     def log_partition(self, eta, draw):
-        return self.family._log_partition(eta) if self.family.has_log_partition else None
+        if not self.family.has_log_partition:
+            return None
+        return jax.vmap(self.family._log_partition)(eta)
+
+
+def on_rows(fn, eta: Float[Array, "n d"], rows: Bool[Array, " n"], base: Array,
+            block: int = BACKUP_BLOCK):
+    """`base` with fn(eta[rows], active) written into the selected rows: fn runs on blocks
+    of `block` selected rows, so its cost grows with the number selected, not with n.
+    fn(eta_block (b, d), active (b,)) returns a pytree of arrays (b, ...) shaped as base's
+    rows (rows of a block past the selection are padding, marked inactive)."""
+    n = eta.shape[0]
+    block = min(block, n)
+    count = jnp.sum(rows)
+    rank = jnp.cumsum(rows) - 1
+
+    def body(carry):
+        start, out = carry
+        pick = rows & (rank >= start) & (rank < start + block)
+        index = jnp.nonzero(pick, size=block, fill_value=n)[0]
+        active = index < n
+        safe = jnp.where(active, index, 0)
+        answer = fn(eta[safe], active)
+        out = jax.tree_util.tree_map(lambda o, a: o.at[index].set(a, mode="drop"), out, answer)
+        return start + block, out
+
+    return jax.lax.while_loop(lambda c: c[0] < count, body, (jnp.int32(0), base))[1]
 
 
 class NetworkMoments(MomentProvider):
-    """A trained ET network's predictive mean (and calibrated covariance) over
-    `num_samples` fixed weight draws; function draw s is m + c (f_s - m) + c sqrt(misfit)
-    eps_s, as bayes_et.train.function_draws. Flags eta outside the training region (widened by
-    `margin` times its width on each side) or whose predictive standard deviation passes
-    `max_spread` (in units of the training targets' standard deviation)."""
+    """A trained ET network. Its answer is the network at its weight means (one forward pass
+    per eta); function draw s is that plus c (f_s - f) + c sqrt(misfit) eps_s over one of
+    `num_samples` fixed weight draws f_s (a whole function of eta, shared by every member
+    and sweep). Flags eta outside the training region (widened by `margin` times its width
+    on each side), non-finite answers, and, with full=True, eta whose calibrated predictive
+    standard deviation passes `max_spread` (in units of the training targets' standard
+    deviation)."""
 
     model: TrainedET
     nets: AbstractET  # the num_samples weight draws, stacked (leading axis S)
@@ -143,6 +233,7 @@ class NetworkMoments(MomentProvider):
     eta_max: Float[Array, " d"]
     family: ExponentialFamily = eqx.field(static=True)
     max_spread: float = eqx.field(static=True)
+    has_draws: ClassVar[bool] = True
 
     def __init__(self, source: str | os.PathLike | TrainedET, *, num_samples: int = 64,
                  max_spread: float = 0.1, margin: float = 0.0,
@@ -166,11 +257,15 @@ class NetworkMoments(MomentProvider):
             training_region = (region["eta_min"], region["eta_max"])
         lo, hi = (np.full(family.eta_dim, -np.inf), np.full(family.eta_dim, np.inf)) \
             if training_region is None else (np.asarray(a, np.float64) for a in training_region)
-        if not (isinstance(num_samples, int) and num_samples >= 2):
+        if isinstance(num_samples, bool) or not (isinstance(num_samples, int)
+                                                  and num_samples >= 2):
             raise ValueError(f"NetworkMoments: num_samples={num_samples!r}; allowed: an int >= 2")
-        if not max_spread > 0 or not margin >= 0:
-            raise ValueError(f"NetworkMoments: max_spread={max_spread!r} must be > 0 and "
-                             f"margin={margin!r} >= 0")
+        for name, value, ok in (("max_spread", max_spread, lambda v: v > 0),
+                                ("margin", margin, lambda v: v >= 0)):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and np.isfinite(value) and ok(value)):
+                raise ValueError(f"NetworkMoments: {name}={value!r}; allowed: a finite number "
+                                 + ("> 0" if name == "max_spread" else ">= 0"))
         # widen by margin x width, and by a float32 rounding allowance (degenerate boxes)
         finite = np.isfinite(lo) & np.isfinite(hi)
         pad = margin * np.where(finite, hi - lo, 0.0) + REGION_RTOL * (
@@ -186,37 +281,52 @@ class NetworkMoments(MomentProvider):
 
     @property
     def num_samples(self) -> int:
-        """Weight draws S behind the predictive mean (and the function draws)."""
+        """Weight draws S behind the spread (and the function draws)."""
         return len(self.offsets)
 
-    def _over_draws(self, fn):
-        return eqx.filter_vmap(fn)(self.nets)
-
-    def evaluate(self, eta, draw, key):
-        draws = self._over_draws(lambda net: net(eta))
-        mean = draws.mean(0)
+    def _one(self, eta, draw, full: bool):
+        """(value, cov or None, spread flag) at one float32 eta."""
+        point = self.model.net(eta)
         c = self.model.calibration
-        dev = draws - mean
-        cov = c**2 * (dev.T @ dev / (self.num_samples - 1) + jnp.diag(self.model.misfit_variance))
+        value = point
+        if draw is not None:
+            net = jax.tree_util.tree_map(lambda a: a[draw] if eqx.is_array(a) else a, self.nets)
+            value = point + c * (net(eta) - point) + self.offsets[draw]
+        if not full:
+            return value, None, jnp.int32(0)
+        dev = eqx.filter_vmap(lambda net: net(eta))(self.nets) - point
+        cov = c**2 * (dev.T @ dev / self.num_samples + jnp.diag(self.model.misfit_variance))
         spread = jnp.sqrt(jnp.diagonal(cov)) / self.model.net.scaler.mu_scale
-        outside = jnp.any((eta < self.eta_min) | (eta > self.eta_max))
-        flags = (jnp.where(outside, FLAG_OUTSIDE, 0)
-                 | jnp.where(jnp.max(spread) > self.max_spread, FLAG_SPREAD, 0)).astype(jnp.int32)
-        value = mean if draw is None else mean + c * (draws[draw] - mean) + self.offsets[draw]
-        return Moments(value.astype(eta.dtype), cov.astype(eta.dtype), flags)
+        return value, cov, jnp.where(jnp.max(spread) > self.max_spread, FLAG_SPREAD, 0)
+
+    def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+        value, cov, spread = _block_map(lambda e: self._one(e, draw, full),
+                                        eta.astype(jnp.float32))
+        outside = jnp.any((eta < self.eta_min) | (eta > self.eta_max), axis=-1)
+        flags = jnp.where(outside, FLAG_OUTSIDE, 0) | spread | _nonfinite(value)
+        value = value.astype(eta.dtype)
+        return Moments(value, None if cov is None else cov.astype(eta.dtype),
+                       flags.astype(jnp.int32))
 
     def log_partition(self, eta, draw):
         if not hasattr(self.model.net, "log_partition"):
             return None
-        values = self._over_draws(lambda net: net.log_partition(eta))
-        mean = values.mean()
-        return mean if draw is None else mean + self.model.calibration * (values[draw] - mean)
+
+        def one(e):
+            point = self.model.net.log_partition(e)
+            if draw is None:
+                return point
+            net = jax.tree_util.tree_map(lambda a: a[draw] if eqx.is_array(a) else a, self.nets)
+            return point + self.model.calibration * (net.log_partition(e) - point)
+
+        return _block_map(one, eta.astype(jnp.float32)).astype(eta.dtype)
 
 
 class SamplingMoments(MomentProvider):
-    """NUTS moments (bayes_et.data.mcmc_moments) at each eta: slow, noisy, general. Runs on
-    the host through a callback, so the solver stays one jitted loop; the CAVI trace then
-    carries Monte-Carlo noise and rarely meets a tight `tol`."""
+    """NUTS moments (bayes_et.data.mcmc_moments) at each eta: slow, noisy, general. The
+    active rows of a batch run as one mcmc_moments call on the host, through a callback, so
+    the solver stays one jitted loop; the CAVI trace then carries Monte-Carlo noise and
+    rarely meets a tight `tol`."""
 
     family: ExponentialFamily = eqx.field(static=True)
     settings: tuple = eqx.field(static=True)
@@ -237,29 +347,41 @@ class SamplingMoments(MomentProvider):
         """False: a NUTS run per quadrature node would cost too much."""
         return False
 
-    def _host(self, eta, seed):
+    def _host(self, eta, active, seed):
         from bayes_et.data import mcmc_moments
 
-        est = mcmc_moments(self.family, np.asarray(eta, np.float64)[None],
-                           jax.random.key(int(seed)), **dict(self.settings))
-        ess = np.asarray(est.ess[0], np.float64)
-        cov = np.asarray(est.cov_TT[0]) / np.sqrt(np.outer(ess, ess))
-        flags = np.int32(FLAG_SAMPLER if est.flags[0] else 0)
-        return (np.asarray(est.mu_T[0], eta.dtype), cov.astype(eta.dtype), flags)
+        eta = np.asarray(eta, np.float64)
+        n, k = eta.shape
+        mean, cov = np.zeros((n, k)), np.zeros((n, k, k))
+        flags = np.zeros(n, np.int32)
+        rows = np.flatnonzero(np.asarray(active))
+        if rows.size:
+            est = mcmc_moments(self.family, eta[rows], jax.random.key(int(seed)),
+                               **dict(self.settings))
+            ess = np.asarray(est.ess, np.float64)
+            mean[rows] = est.mu_T
+            cov[rows] = np.asarray(est.cov_TT) / np.sqrt(ess[:, :, None] * ess[:, None, :])
+            flags[rows] = np.where(np.asarray(est.flags) != 0, FLAG_SAMPLER, 0)
+        return mean, cov, flags
 
-    def evaluate(self, eta, draw, key):
-        k = self.family.eta_dim
-        shapes = (jax.ShapeDtypeStruct((k,), eta.dtype), jax.ShapeDtypeStruct((k, k), eta.dtype),
-                  jax.ShapeDtypeStruct((), jnp.int32))
+    def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+        n, k = eta.shape
+        active = jnp.ones(n, bool) if active is None else active
+        shapes = (jax.ShapeDtypeStruct((n, k), jnp.float64),
+                  jax.ShapeDtypeStruct((n, k, k), jnp.float64),
+                  jax.ShapeDtypeStruct((n,), jnp.int32))
         seed = jax.random.randint(key, (), 0, np.iinfo(np.int32).max)
-        return Moments(*jax.pure_callback(self._host, shapes, eta, seed,
-                                          vmap_method="sequential"))
+        mean, cov, flags = jax.pure_callback(self._host, shapes, eta.astype(jnp.float64),
+                                             active, seed, vmap_method="sequential")
+        mean, cov = mean.astype(eta.dtype), cov.astype(eta.dtype)
+        return Moments(mean, cov if full else None, flags | _nonfinite(mean))
 
 
 class WithFallback(MomentProvider):
-    """`primary` (a network) unless it flags eta as outside its training region or too
-    uncertain: then `backup` (exact or sampling) answers, flagged answered_by_fallback.
-    Under vmap (function draws) both are evaluated and one is selected."""
+    """`primary` (a network) unless it flags a row as outside its training region, too
+    uncertain or non-finite, or the row is in `force`: then `backup` (exact or sampling)
+    answers that row, flagged answered_by_fallback. The backup runs only on those rows (in
+    blocks), so its cost grows with the number flagged, not with the batch."""
 
     primary: MomentProvider
     backup: MomentProvider
@@ -274,13 +396,32 @@ class WithFallback(MomentProvider):
         """As the backup (the network alone always is)."""
         return self.backup.integrable
 
-    def evaluate(self, eta, draw, key):
-        first = self.primary.evaluate(eta, draw, key)
-        use_backup = (first.flags & (FLAG_OUTSIDE | FLAG_SPREAD)) != 0
+    @property
+    def has_draws(self) -> bool:
+        """As the primary."""
+        return self.primary.has_draws
 
-        def backup(_):
-            second = self.backup.evaluate(eta, draw, key)
-            return Moments(second.mean, second.cov,
-                           first.flags | second.flags | FLAG_FALLBACK)
+    def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+        first = self.primary.evaluate(eta, draw, key, full=full)
+        use = (first.flags & NEEDS_BACKUP) != 0
+        if force is not None:
+            use = use | force
+        if active is not None:
+            use = use & active
+        k = eta.shape[-1]
+        base = (first.mean, jnp.zeros(eta.shape[:1], jnp.int32),
+                first.cov if first.cov is not None else jnp.zeros((0,)))
 
-        return jax.lax.cond(use_backup, backup, lambda _: first, None)
+        def backup(rows, rows_active):
+            second = self.backup.evaluate(rows, draw, key, full=full, active=rows_active)
+            cov = second.cov if second.cov is not None else jnp.zeros((len(rows), k, k),
+                                                                       rows.dtype)
+            return (second.mean, second.flags | FLAG_FALLBACK,
+                    cov if first.cov is not None else jnp.zeros((0,)))
+
+        if first.cov is None:
+            mean, flags = on_rows(lambda r, a: backup(r, a)[:2], eta, use, base[:2])
+            cov = None
+        else:
+            mean, flags, cov = on_rows(backup, eta, use, base)
+        return Moments(mean, cov, first.flags | flags)

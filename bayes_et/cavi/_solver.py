@@ -1,4 +1,10 @@
-"""The CAVI solver: one jitted loop of Gauss-Seidel sweeps, vmapped over function draws."""
+"""The CAVI solver: one jitted loop of Gauss-Seidel sweeps, vmapped over function draws.
+
+Every factor is held as (n_i, d_i) (one row for a single factor, N for a plate) and updated
+with one batched provider call per sweep: members of a plate are conditionally independent
+given the other factors, so the block update is exact Gauss-Seidel, and the traced program
+is the same whatever N is.
+"""
 
 from __future__ import annotations
 
@@ -11,33 +17,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
+from tqdm.auto import tqdm
 
-from ._model import CAVIModel
+from ._model import CAVIModel, Model
 from ._providers import (
     FLAG_BACKOFF,
+    FLAG_NAMES,
+    FLAG_SPREAD,
     FLAG_STUCK,
     ExactMoments,
     MomentProvider,
-    NetworkMoments,
-    WithFallback,
-    _evaluate_batch,
     flag_names,
 )
 
 MAX_HALVINGS = 30
-_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(16)
-GL_T, GL_W = (_NODES + 1) / 2, _WEIGHTS / 2  # Gauss-Legendre on [0, 1]: path integral of mu
+MAX_FALLBACK_ROUNDS = 4
 BAND = (0.05, 0.95)
 
 
 @dataclasses.dataclass(frozen=True)
 class CAVIResult:
-    """The fixed point and its trace. `eta` and `mean_stats` map factor name -> (d_i,)
-    (labels in `stat_names`);
-    `elbo` and `delta` (largest relative change of eta) have one entry per sweep, `elbo`
-    one more for the start (NaN where no log-partition is available); `flags` map factor
-    name -> flag names from the last sweep (update_shortened from any sweep). With function
-    draws, `draws` holds 'eta' and 'mean_stats' (name -> (S, d_i)) and 'converged' (S,)."""
+    """The fixed point and its trace. `eta` and `mean_stats` map factor name -> (d_i,), or
+    (N, d_i) for a plate (labels in `stat_names`); `elbo` and `delta` (largest relative
+    change of eta) have one entry per sweep, `elbo` one more for the start (NaN where not
+    tracked); `flags` map factor name -> the flag names any member raised (update_shortened
+    from any sweep, the others from the last), `flag_counts` -> {flag name: members};
+    `member_flags` -> the raw bits per member. `visited` maps factor name -> (lo, hi), the
+    box of eta the solver visited (start to fixed point). With function draws, `draws`
+    holds 'eta' and 'mean_stats' (name -> (S, d_i) or (S, N, d_i)) and 'converged' (S,)."""
 
     names: tuple[str, ...]
     stat_names: dict[str, tuple[str, ...]]
@@ -48,12 +55,16 @@ class CAVIResult:
     elbo: np.ndarray
     delta: np.ndarray
     flags: dict[str, list[str]]
+    flag_counts: dict[str, dict[str, int]]
+    member_flags: dict[str, np.ndarray]
+    visited: dict[str, tuple[np.ndarray, np.ndarray]]
     timings: dict[str, float]
     draws: dict[str, Any] | None = None
 
-    def band(self, which: str = "eta") -> dict[str, dict[str, list[float]]] | None:
+    def band(self, which: str = "eta") -> dict[str, dict[str, list]] | None:
         """Per factor: mean, std and the 90% band (5% and 95% quantiles) over the fixed
-        points of the function draws, of `which` ('eta' or 'mean_stats')."""
+        points of the function draws, of `which` ('eta' or 'mean_stats'); per member for a
+        plate."""
         if self.draws is None:
             return None
         out = {}
@@ -64,8 +75,8 @@ class CAVIResult:
         return out
 
     def band_contains(self, eta: dict[str, Any], rtol: float = 1e-9) -> dict[str, np.ndarray]:
-        """Per factor, per coordinate: whether `eta` (e.g. an exact fixed point) lies in
-        the 90% band of the draws' fixed points, up to rounding (rtol x (1 + |eta|))."""
+        """Per factor, per coordinate (and member): whether `eta` (e.g. an exact fixed
+        point) lies in the 90% band of the draws' fixed points, up to rounding."""
         if self.draws is None:
             raise ValueError("band_contains: the result has no function draws (num_draws=0)")
         out = {}
@@ -86,6 +97,9 @@ class CAVIResult:
             "eta_band": self.band("eta"), "mean_stats_band": self.band("mean_stats"),
             "iterations": self.iterations, "converged": self.converged,
             "elbo": nan_none(self.elbo), "delta": nan_none(self.delta), "flags": self.flags,
+            "flag_counts": self.flag_counts,
+            "visited": {k: {"lo": v[0].tolist(), "hi": v[1].tolist()}
+                        for k, v in self.visited.items()},
             "draws_converged": None if self.draws is None
             else int(np.sum(self.draws["converged"])),
             "num_draws": 0 if self.draws is None else len(self.draws["converged"]),
@@ -94,7 +108,8 @@ class CAVIResult:
 
 
 def _shortened_step(family, old, target, damping):
-    """old + alpha (target - old) with alpha = 1 - damping, halved until eta is valid."""
+    """old + alpha (target - old) with alpha = 1 - damping, halved until eta is valid; one
+    member (d,)."""
     step = target - old
     valid = lambda alpha: family.is_valid_eta(old + alpha * step)
 
@@ -110,60 +125,90 @@ def _shortened_step(family, old, target, damping):
     return jnp.where(ok, old + alpha * step, old), bits.astype(jnp.int32)
 
 
-def _solve(model: CAVIModel, providers: tuple[MomentProvider, ...], start, draw, key,
-           max_iter: int, tol: float, damping: float, track_elbo: bool):
+def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key, max_iter: int,
+           tol: float, damping: float, track_elbo: bool, progress: bool):
     n = len(model.names)
 
-    def evaluate(i, eta, sweep):
-        return providers[i].evaluate(eta, draw, jax.random.fold_in(jax.random.fold_in(
-            key, sweep), i))
+    def evaluate(i, eta, salt):
+        return providers[i].evaluate(eta, draw, jax.random.fold_in(key, salt), force=force[i])
 
-    def log_partition(i, eta):
-        closed = providers[i].log_partition(eta, draw)
+    def log_partition_step(i, old, new, mean_old, mean_new, salt):
+        """A_i(new) - A_i(old) per member: closed form, or Simpson's rule along the segment
+        (one extra evaluation at its midpoint)."""
+        closed = providers[i].log_partition(new, draw)
         if closed is not None:
-            return closed
-        delta = eta - start[i]  # A(eta) - A(start) = int_0^1 mu(start + t delta) . delta dt
-        path = start[i] + jnp.asarray(GL_T, eta.dtype)[:, None] * delta
-        mus = jax.vmap(lambda e: providers[i].evaluate(e, draw, key).mean)(path)
-        return jnp.asarray(GL_W, eta.dtype) @ (mus @ delta)
+            return closed - providers[i].log_partition(old, draw)
+        mid = evaluate(i, 0.5 * (old + new), salt).mean
+        return jnp.sum((new - old) * (mean_old + 4 * mid + mean_new), axis=-1) / 6
 
-    def elbo(etas, means):
+    def elbo(etas, means, log_z):
         if not track_elbo:
             return jnp.nan
-        entropy_part = sum(log_partition(i, etas[i]) - etas[i] @ means[i] for i in range(n))
+        entropy_part = sum(jnp.sum(log_z[i] - jnp.sum(etas[i] * means[i], -1)) for i in range(n))
         return model.energy(means) + entropy_part
 
-    first = [evaluate(i, start[i], 0) for i in range(n)]
+    first = [evaluate(i, start[i], i) for i in range(n)]
     means0 = tuple(m.mean for m in first)
-    flags0 = jnp.stack([m.flags for m in first])
-    trace = jnp.full(max_iter + 1, jnp.nan, start[0].dtype)
-    state0 = (jnp.int32(0), tuple(start), means0, flags0, jnp.asarray(jnp.inf, start[0].dtype),
-              trace.at[0].set(elbo(start, means0)), trace[1:])
+    dtype = start[0].dtype
+    trace = jnp.full(max_iter + 1, jnp.nan, dtype)
+    box0 = tuple((e.min(0), e.max(0)) for e in start)
+    state0 = (jnp.int32(0), tuple(start), means0, tuple(m.flags for m in first),
+              jnp.asarray(jnp.inf, dtype), log_z0, trace.at[0].set(elbo(start, means0, log_z0)),
+              trace[1:], box0)
 
     def sweep(state):
-        it, etas, means, flags, _, elbos, deltas = state
-        etas, means, new_flags, change = list(etas), list(means), [], 0.0
+        it, etas, means, flags, _, log_z, elbos, deltas, box = state
+        etas, means, log_z, box = list(etas), list(means), list(log_z), list(box)
+        new_flags, change = [], jnp.zeros((), dtype)
         for i in range(n):
-            new, bits = _shortened_step(model.families[i], etas[i],
-                                        model.target(i, tuple(means)), damping)
-            moments = evaluate(i, new, it + 1)
-            change = jnp.maximum(change, jnp.max(jnp.abs(new - etas[i]))
-                                 / jnp.maximum(1.0, jnp.max(jnp.abs(etas[i]))))
+            family = model.families[i]
+            new, bits = jax.vmap(lambda o, t, f=family: _shortened_step(f, o, t, damping))(
+                etas[i], model.target(i, tuple(means)))
+            salt = (it + 1) * 2 * n + i
+            moments = evaluate(i, new, salt)
+            moved = jnp.max(jnp.abs(new - etas[i]), -1) / jnp.maximum(
+                1.0, jnp.max(jnp.abs(etas[i]), -1))
+            change = jnp.maximum(change, jnp.max(moved))
+            if track_elbo:
+                log_z[i] = log_z[i] + log_partition_step(i, etas[i], new, means[i],
+                                                         moments.mean, salt + n)
             etas[i], means[i] = new, moments.mean
+            box[i] = (jnp.minimum(box[i][0], new.min(0)), jnp.maximum(box[i][1], new.max(0)))
             new_flags.append(moments.flags | bits | (flags[i] & FLAG_BACKOFF))
+        if progress:
+            jax.debug.callback(_progress_update, it + 1, change)
         etas, means = tuple(etas), tuple(means)
-        return (it + 1, etas, means, jnp.stack(new_flags), change,
-                elbos.at[it + 1].set(elbo(etas, means)), deltas.at[it].set(change))
+        return (it + 1, etas, means, tuple(new_flags), change, tuple(log_z),
+                elbos.at[it + 1].set(elbo(etas, means, log_z)), deltas.at[it].set(change),
+                tuple(box))
 
     return jax.lax.while_loop(lambda s: (s[0] < max_iter) & (s[4] > tol), sweep, state0)
 
 
+_BAR: list = []  # the progress bar of the solve in flight (host side)
+
+
+def _progress_update(sweep, change):
+    if _BAR:
+        _BAR[0].update(int(sweep) - _BAR[0].n)
+        _BAR[0].set_postfix(change=f"{float(change):.2e}")
+
+
 @eqx.filter_jit
-def _solve_jit(model, providers, start, key, draws, max_iter, tol, damping, track_elbo):
+def _solve_jit(model, providers, start, log_z, force, key, draws, max_iter, tol, damping,
+               track_elbo, progress):
+    """The solve from `start`; log_z: A_i(start) - A_i(first start) per member."""
+    settings = (max_iter, tol, damping, track_elbo)
     if draws is None:
-        return _solve(model, providers, start, None, key, max_iter, tol, damping, track_elbo)
-    return jax.vmap(lambda d: _solve(model, providers, start, d, key, max_iter, tol, damping,
-                                     track_elbo))(draws)
+        return _solve(model, providers, start, log_z, force, None, key, *settings, progress)
+    return jax.vmap(lambda d: _solve(model, providers, start, log_z, force, d, key, *settings,
+                                     False))(draws)
+
+
+@eqx.filter_jit
+def _evaluate_all(providers, etas, force, key, full: bool):
+    return tuple(p.evaluate(e, None, jax.random.fold_in(key, i), full=full, force=f)
+                 for i, (p, e, f) in enumerate(zip(providers, etas, force, strict=True)))
 
 
 def _per_factor(model: CAVIModel, mapping, field: str) -> dict:
@@ -183,41 +228,53 @@ def _provider_tuple(model: CAVIModel, providers) -> tuple[MomentProvider, ...]:
         provider = providers[name] if name in providers else ExactMoments(family)
         if not isinstance(provider, MomentProvider):
             raise ValueError(f"providers['{name}']: expected a MomentProvider; got {provider!r}")
-        if provider.family.eta_dim != family.eta_dim or (
-                type(provider.family) is not type(family)):
+        if provider.family != family:
             raise ValueError(f"providers['{name}']: provides moments of {provider.family.name}; "
                              f"factor '{name}' is {family.name}")
         out.append(provider)
     return tuple(out)
 
 
-def _start(model: CAVIModel, providers, init) -> tuple:
-    """init[name], else eta0 where valid, else one update from the other factors' start."""
+def _init_eta(model: CAVIModel, i: int, value) -> np.ndarray:
+    name, family, size = model.names[i], model.families[i], model.sizes[i]
+    shape = (family.eta_dim,) if size is None else (size, family.eta_dim)
+    eta = np.asarray(value, np.float64)
+    if eta.shape != shape:
+        raise ValueError(f"init['{name}']: expected shape {shape} (statistics "
+                         f"{list(family.flat_names)}); got {eta.shape}")
+    return np.atleast_2d(eta)
+
+
+def _start(model: CAVIModel, providers, init, force) -> tuple:
+    """init[name], else eta0 where valid for every member, else one update from the started
+    factors (those whose start is known)."""
     init = _per_factor(model, init, "init")
     start = []
     for i, name in enumerate(model.names):
-        family = model.families[i]
-        eta = np.asarray(init.get(name, model.eta0[i]), np.float64)
-        family.check_eta_shape(eta, f"init['{name}']")
-        start.append(eta if bool(family.is_valid_eta(eta)) or name in init else None)
-    proper = [i for i, eta in enumerate(start) if eta is not None]
-    keys = jax.random.split(jax.random.key(0), 1)
-    means = [None if eta is None else _evaluate_batch(providers[i], jnp.asarray(eta)[None],
-                                                      keys).mean[0]
-             for i, eta in enumerate(start)]
+        eta = _init_eta(model, i, init[name]) if name in init else np.asarray(model.eta0[i])
+        valid = name in init or bool(np.all(model.families[i].is_valid_eta(eta)))
+        start.append(eta if valid else None)
+    key = jax.random.key(0)
+    known = [i for i, eta in enumerate(start) if eta is not None]
+    means = [None] * len(start)
+    if known:
+        moments = _evaluate_all(tuple(providers[i] for i in known),
+                                tuple(jnp.asarray(start[i]) for i in known),
+                                tuple(force[i] for i in known), key, False)
+        for i, m in zip(known, moments, strict=True):
+            means[i] = m.mean
     for i, eta in enumerate(start):
-        if eta is None:
-            coupled = [j for (a, b) in model.pairs for j in (a, b)
-                       if i in (a, b) and j != i]
-            if any(j not in proper for j in coupled):
-                missing = [model.names[j] for j in coupled if j not in proper]
-                raise ValueError(
-                    f"factor '{model.names[i]}': eta0 is outside the natural-parameter space "
-                    f"and so is the start of coupled factor(s) {missing}; give init["
-                    f"'{model.names[i]}']")
-            zeros = [m if m is not None else jnp.zeros(model.families[j].eta_dim)
-                     for j, m in enumerate(means)]
-            start[i] = np.asarray(model.target(i, tuple(zeros)), np.float64)
+        if eta is not None:
+            continue
+        missing = [model.names[j] for j in sorted(model.neighbours(i)) if means[j] is None]
+        if missing:
+            raise ValueError(
+                f"factor '{model.names[i]}': eta0 is outside the natural-parameter space and "
+                f"so is the start of factor(s) {missing} it shares terms with; give init["
+                f"'{model.names[i]}']")
+        filled = tuple(m if m is not None else jnp.zeros_like(jnp.asarray(model.eta0[j]))
+                       for j, m in enumerate(means))
+        start[i] = np.asarray(model.target(i, filled), np.float64)
     for name, family, eta in zip(model.names, model.families, start, strict=True):
         try:
             family.validate_eta(jnp.asarray(eta), f"start eta of factor '{name}'")
@@ -228,79 +285,136 @@ def _start(model: CAVIModel, providers, init) -> tuple:
 
 def _converged(change, flags, tol: float):
     """Converged: the last change is within tol and no update was rejected (per run)."""
-    return (change <= tol) & ~np.any(flags & FLAG_STUCK, axis=-1)
+    stuck = sum(np.any(np.asarray(f) & FLAG_STUCK, axis=-1) for f in flags)
+    return (np.asarray(change) <= tol) & ~np.asarray(stuck, bool)
 
 
 def _num_draws(providers, num_draws: int) -> int:
-    if not (isinstance(num_draws, int) and num_draws >= 0):
+    if isinstance(num_draws, bool) or not (isinstance(num_draws, int) and num_draws >= 0):
         raise ValueError(f"num_draws={num_draws!r}; allowed: an int >= 0")
-    networks = [p.primary if isinstance(p, WithFallback) else p for p in providers]
-    networks = [p for p in networks if isinstance(p, NetworkMoments)]
-    if num_draws and not networks:
+    samples = [p.primary.num_samples if hasattr(p, "primary") else p.num_samples
+               for p in providers if p.has_draws]
+    if num_draws and not samples:
         raise ValueError("num_draws > 0 needs at least one NetworkMoments provider "
                          "(function draws come from the networks)")
-    most = min((p.num_samples for p in networks), default=0)
-    if num_draws > most > 0:
-        raise ValueError(f"num_draws={num_draws} exceeds the networks' num_samples ({most})")
+    if num_draws > min(samples, default=0) > 0:
+        raise ValueError(f"num_draws={num_draws} exceeds the networks' num_samples "
+                         f"({min(samples)})")
     return num_draws
 
 
-def run_cavi(model: CAVIModel, providers: dict[str, MomentProvider] | None = None, *,
+def _check_settings(max_iter, tol, damping):
+    if isinstance(max_iter, bool) or not (isinstance(max_iter, int) and max_iter >= 1):
+        raise ValueError(f"max_iter={max_iter!r}; allowed: an int >= 1")
+    for name, value, ok, allowed in (("tol", tol, lambda v: v >= 0, "a number >= 0"),
+                                     ("damping", damping, lambda v: 0 <= v < 1,
+                                      "a number in [0, 1)")):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and np.isfinite(value) and ok(value)):
+            raise ValueError(f"{name}={value!r}; allowed: {allowed}")
+
+
+def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None = None, *,
              max_iter: int = 100, tol: float = 1e-6, damping: float = 0.0,
              init: dict[str, Any] | None = None, num_draws: int = 0,
-             key: PRNGKeyArray | None = None, track_elbo: bool = True) -> CAVIResult:
-    """Mean-field CAVI to a fixed point eta_i = eta_i0 + sum_j A_ij <T_j>, in float64.
+             key: PRNGKeyArray | None = None, track_elbo: bool = True,
+             progress: bool = False) -> CAVIResult:
+    """Mean-field CAVI to a fixed point, in float64.
 
     providers: factor name -> MomentProvider (default: ExactMoments of the factor's
-    family). Each sweep updates the factors in model order; an update that leaves the
-    natural-parameter space is halved until valid. `damping` in [0, 1) keeps that share of
-    the old eta. Stops when the largest relative change of eta is <= tol (converged
-    unless an update was rejected: no valid step found). With
+    family). Each sweep updates the factors in model order, a plate with one batched
+    provider call; an update that leaves the natural-parameter space is halved (per member)
+    until valid. `damping` in [0, 1) keeps that share of the old eta. Stops when the largest
+    relative change of eta is <= tol (converged unless an update was rejected: no valid step
+    found). Network providers are checked for their predictive spread at the fixed point;
+    where a fallback exists, members flagged there are answered by it and the solve goes on.
+    `track_elbo`: the ELBO per sweep, free with closed-form log-partitions, else one extra
+    provider evaluation per factor per sweep (Simpson's rule along each update). With
     num_draws = S > 0 the solver also runs, vmapped, on S calibrated function draws of the
-    networks: `result.band()` gives each factor's spread of fixed points.
+    networks: `result.band()` gives each factor's (and member's) spread of fixed points.
     """
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"max_iter={max_iter!r}; allowed: an int >= 1")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ValueError(f"tol={tol!r}; allowed: a number >= 0")
-    if not (isinstance(damping, (int, float)) and 0 <= damping < 1):
-        raise ValueError(f"damping={damping!r}; allowed: a number in [0, 1)")
+    model = model.build() if isinstance(model, Model) else model
+    if not isinstance(model, CAVIModel):
+        raise ValueError(f"model: expected a CAVIModel or Model; got {type(model).__name__}")
+    _check_settings(max_iter, tol, damping)
     provider_tuple = _provider_tuple(model, providers)
     num_draws = _num_draws(provider_tuple, num_draws)
     track_elbo = bool(track_elbo) and all(p.integrable for p in provider_tuple)
     key = jax.random.key(0) if key is None else key
     settings = (max_iter, float(tol), float(damping), track_elbo)
+    timings = {"solve_seconds": 0.0}
     with jax.enable_x64(True):
-        start = _start(model, provider_tuple, init)
-        began = time.perf_counter()
-        central = jax.block_until_ready(
-            _solve_jit(model, provider_tuple, start, key, None, *settings))
-        seconds = time.perf_counter() - began
+        force = tuple(jnp.zeros(len(e), bool) for e in model.eta0)
+        start = _start(model, provider_tuple, init, force)
+        log_z = tuple(jnp.zeros(len(e)) for e in start)
+        bar = tqdm(total=max_iter, desc="CAVI sweeps", unit="sweep", disable=not progress)
+        _BAR[:] = [bar]
+        iterations, elbos, deltas = 0, [], []
+        try:
+            for _ in range(MAX_FALLBACK_ROUNDS):
+                began = time.perf_counter()
+                central = jax.block_until_ready(_solve_jit(
+                    model, provider_tuple, start, log_z, force, key, None, *settings, progress))
+                timings["solve_seconds"] += time.perf_counter() - began
+                it, etas, means, flags, change, log_z, elbo_trace, delta_trace, box = central
+                iterations += int(it)
+                elbos.append(np.asarray(elbo_trace)[: int(it) + 1])
+                deltas.append(np.asarray(delta_trace)[: int(it)])
+                checked = _evaluate_all(provider_tuple, etas, force, key, True)
+                spread = tuple((c.flags & FLAG_SPREAD) != 0 for c in checked)
+                flags = tuple(f | (c.flags & FLAG_SPREAD) for f, c in zip(flags, checked,
+                                                                         strict=True))
+                fallbacks = tuple(hasattr(p, "backup") for p in provider_tuple)
+                grown = tuple(f | (s & b) for f, s, b in zip(force, spread, fallbacks,
+                                                            strict=True))
+                if all(bool(jnp.all(g == f)) for g, f in zip(grown, force, strict=True)):
+                    break
+                force, start = grown, etas  # members the network is unsure of: the backup
+        finally:
+            _BAR.clear()
+            bar.close()
         draws = None
         if num_draws:
             began = time.perf_counter()
             batch = jax.block_until_ready(_solve_jit(
-                model, provider_tuple, start, key, jnp.arange(num_draws), *settings))
+                model, provider_tuple, etas, log_z, force, key, jnp.arange(num_draws),
+                *settings, False))
+            single = lambda n, a: a[:, 0] if model.sizes[model.names.index(n)] is None else a
             draws = {
-                "eta": {n: np.asarray(e) for n, e in zip(model.names, batch[1], strict=True)},
-                "mean_stats": {n: np.asarray(m) for n, m in zip(model.names, batch[2],
-                                                                strict=True)},
-                "converged": _converged(np.asarray(batch[4]), np.asarray(batch[3]), tol),
+                "eta": {n: single(n, np.asarray(e)) for n, e in zip(model.names, batch[1],
+                                                                     strict=True)},
+                "mean_stats": {n: single(n, np.asarray(m)) for n, m in zip(model.names,
+                                                                           batch[2],
+                                                                           strict=True)},
+                "converged": _converged(batch[4], batch[3], tol),
                 "iterations": np.asarray(batch[0]),
             }
-            draw_seconds = time.perf_counter() - began
-        it, etas, means, flags, change, elbos, deltas = jax.tree_util.tree_map(np.asarray,
-                                                                                central)
-    it = int(it)
-    timings = {"solve_seconds": seconds}
-    if draws is not None:
-        timings["draws_seconds"] = draw_seconds
+            timings["draws_seconds"] = time.perf_counter() - began
+    return _result(model, etas, means, flags, change, box, iterations, elbos, deltas, tol,
+                   timings, draws)
+
+
+def _result(model, etas, means, flags, change, box, iterations, elbos, deltas, tol, timings,
+            draws) -> CAVIResult:
+    def shaped(i, a):
+        a = np.asarray(a)
+        return a[0] if model.sizes[i] is None else a
+
+    names = model.names
+    bits = {n: np.asarray(f) for n, f in zip(names, flags, strict=True)}
+    counts = {n: {name: int(np.count_nonzero(b & bit)) for bit, name in FLAG_NAMES.items()
+                  if np.any(b & bit)} for n, b in bits.items()}
+    union = {n: flag_names(np.bitwise_or.reduce(b)) for n, b in bits.items()}
+    elbo = np.concatenate([elbos[0]] + [e[1:] for e in elbos[1:]])
     return CAVIResult(
-        names=model.names,
-        stat_names={n: f.flat_names for n, f in zip(model.names, model.families, strict=True)},
-        eta={n: np.asarray(e) for n, e in zip(model.names, etas, strict=True)},
-        mean_stats={n: np.asarray(m) for n, m in zip(model.names, means, strict=True)},
-        iterations=it, converged=bool(_converged(change, flags, tol)),
-        elbo=np.asarray(elbos)[: it + 1], delta=np.asarray(deltas)[:it],
-        flags={n: flag_names(b) for n, b in zip(model.names, np.asarray(flags), strict=True)},
+        names=names,
+        stat_names={n: f.flat_names for n, f in zip(names, model.families, strict=True)},
+        eta={n: shaped(i, e) for i, (n, e) in enumerate(zip(names, etas, strict=True))},
+        mean_stats={n: shaped(i, m) for i, (n, m) in enumerate(zip(names, means,
+                                                                   strict=True))},
+        iterations=iterations, converged=bool(_converged(change, flags, tol)),
+        elbo=elbo, delta=np.concatenate(deltas), flags=union, flag_counts=counts,
+        member_flags=bits,
+        visited={n: (np.asarray(lo), np.asarray(hi)) for n, (lo, hi) in zip(names, box,
+                                                                              strict=True)},
         timings=timings, draws=draws)

@@ -1,7 +1,11 @@
-"""Worked models: the textbook normal-gamma and a quartic (double-well capable) prior.
+"""Worked models.
 
-Both observe x_n ~ N(mu, 1/tau), n = 1..N, with tau ~ Gamma(a0, b0) (shape, rate) and
-factors `mu` and `tau` (Gamma, T = [log tau, tau]); they differ in the prior of mu.
+`normal_gamma` and `quartic_prior` observe x_n ~ N(mu, 1/tau), n = 1..N, with
+tau ~ Gamma(a0, b0) (shape, rate) and factors `mu` and `tau` (Gamma, T = [log tau, tau]);
+they differ in the prior of mu. `poisson_lognormal` is the random-effects model of
+over-dispersed counts, with a plate of N latent log-rates; `grouped_poisson_lognormal` adds
+a level of groups linked by an index array; `gaussian_random_effects` has a closed-form
+fixed point (a linear solve).
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from bayes_et.expfam import Gamma, Gaussian, Quartic
+from bayes_et.expfam import Gamma, Gaussian, PoissonLogNormal, Quartic
 
-from ._model import CAVIModel, Factor
+from ._model import CAVIModel, Factor, Model
 
 
 def _data(data) -> np.ndarray:
@@ -90,5 +94,149 @@ def simulate(n: int, mean: float, sd: float, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(mean, sd, size=n)
 
 
-EXAMPLES: dict[str, Any] = {"normal_gamma": normal_gamma, "quartic_prior": quartic_prior}
+def _counts(counts, exposure) -> tuple[np.ndarray, np.ndarray]:
+    y, e = (np.asarray(a, np.float64).ravel() for a in (counts, exposure))
+    if y.size == 0 or y.shape != e.shape:
+        raise ValueError(f"counts and exposure: expected two non-empty arrays of one length; "
+                         f"got {y.size} and {e.size}")
+    if not (np.all(np.isfinite(y)) and np.all(y >= 0) and np.all(y == np.round(y))):
+        raise ValueError("counts: expected non-negative integers")
+    if not (np.all(np.isfinite(e)) and np.all(e > 0)):
+        raise ValueError("exposure: expected positive finite numbers")
+    return y, e
+
+
+def _random_effect(m: Model, z, mean, tau, offset: np.ndarray, mean_index=None) -> None:
+    """The terms of z_i ~ N(mean + offset_i, 1/tau) but those in tau alone (the factor's
+    eta0 holds N/2 log tau - sum(offset^2)/2 tau): -tau/2 (z - mean - o)^2 expanded."""
+    mean_x, mean_x2 = (mean[k] if mean_index is None else mean[k][mean_index]
+                       for k in ("x", "x2"))
+    m.term(1.0, z["x"], mean_x, tau["x"])
+    m.term(offset, z["x"], tau["x"])
+    m.term(-0.5, z["x2"], tau["x"])
+    if mean_index is None:  # mean is a single factor: sum the rows into one coefficient
+        m.term(-0.5 * offset.size, mean["x2"], tau["x"])
+        m.term(-np.sum(offset), mean["x"], tau["x"])
+    else:
+        m.term(-0.5, mean_x2, tau["x"])
+        m.term(-offset, mean_x, tau["x"])
+
+
+def _tau_of_random_effect(offset: np.ndarray, a0: float, b0: float) -> list[float]:
+    return [a0 - 1 + offset.size / 2, -b0 - 0.5 * float(np.sum(offset**2))]
+
+
+def poisson_lognormal(counts, exposure, mu_sd: float = 10.0, a0: float = 1.0,
+                      b0: float = 1.0) -> CAVIModel:
+    """y_i ~ Poisson(E_i e^{r_i}), r_i ~ N(mu, 1/tau), mu ~ N(0, mu_sd^2), tau ~ Gamma(a0, b0),
+    under the full mean field q(mu) q(tau) prod q(z_i). The plate `z` is the log expected
+    count z_i = log E_i + r_i (PoissonLogNormal, T = [z, z^2, e^z]): with the exposure as an
+    offset in z's prior, every member has eta_3 = -1, so the network for z sees a 2-D eta
+    box however much the exposures differ. E[r_i] = E[z_i] - log E_i."""
+    y, exposure = _counts(counts, exposure)
+    _positive(mu_sd=mu_sd, a0=a0, b0=b0)
+    n, offset = y.size, np.log(exposure)
+    m = Model()
+    mu = m.factor("mu", Gaussian(), [0.0, -0.5 / mu_sd**2])
+    tau = m.factor("tau", Gamma(), _tau_of_random_effect(offset, a0, b0))
+    z = m.factor("z", PoissonLogNormal(), np.stack([y, np.zeros(n), -np.ones(n)], 1))
+    _random_effect(m, z, mu, tau, offset)
+    return m.build()
+
+
+def grouped_poisson_lognormal(counts, exposure, group, mu_sd: float = 10.0, a0: float = 1.0,
+                              b0: float = 1.0) -> CAVIModel:
+    """Two levels: y_i ~ Poisson(E_i e^{r_i}), r_i ~ N(u_{g_i}, 1/tau), u_j ~ N(mu, 1/tau_u),
+    mu ~ N(0, mu_sd^2), tau and tau_u ~ Gamma(a0, b0). Plates `z` (as in poisson_lognormal)
+    and `u` (Gaussian, one member per group), linked by the index array `group` (g_i)."""
+    y, exposure = _counts(counts, exposure)
+    _positive(mu_sd=mu_sd, a0=a0, b0=b0)
+    group = np.asarray(group)
+    if group.shape != y.shape or not np.issubdtype(group.dtype, np.integer) or group.min() < 0:
+        raise ValueError(f"group: expected {y.size} non-negative ints (one group per count); "
+                         f"got shape {group.shape}, dtype {group.dtype}")
+    n, j, offset = y.size, int(group.max()) + 1, np.log(exposure)
+    m = Model()
+    mu = m.factor("mu", Gaussian(), [0.0, -0.5 / mu_sd**2])
+    tau_u = m.factor("tau_u", Gamma(), _tau_of_random_effect(np.zeros(j), a0, b0))
+    u = m.factor("u", Gaussian(), np.zeros((j, 2)))
+    tau = m.factor("tau", Gamma(), _tau_of_random_effect(offset, a0, b0))
+    z = m.factor("z", PoissonLogNormal(), np.stack([y, np.zeros(n), -np.ones(n)], 1))
+    _random_effect(m, u, mu, tau_u, np.zeros(j))
+    _random_effect(m, z, u, tau, offset, mean_index=group)
+    return m.build()
+
+
+def gaussian_random_effects(data, noise_sd, prior_precision: float, m0: float = 0.0,
+                            kappa0: float = 1.0) -> CAVIModel:
+    """y_i ~ N(z_i, s_i^2) (s_i = noise_sd, known), z_i ~ N(mu, 1/lambda) (lambda =
+    prior_precision, known), mu ~ N(m0, 1/kappa0): Gaussian factors `mu` and the plate `z`,
+    whose fixed point is a linear solve (`gaussian_random_effects_fixed_point`)."""
+    y = _data(data)
+    s = np.broadcast_to(np.asarray(noise_sd, np.float64), y.shape)
+    _positive(prior_precision=prior_precision, kappa0=kappa0)
+    lam, n = prior_precision, y.size
+    m = Model()
+    mu = m.factor("mu", Gaussian(), [kappa0 * m0, -0.5 * (kappa0 + n * lam)])
+    z = m.factor("z", Gaussian(), np.stack([y / s**2, -0.5 * (1 / s**2 + lam)], 1))
+    m.term(lam, z["x"], mu["x"])
+    return m.build()
+
+
+def gaussian_random_effects_fixed_point(data, noise_sd, prior_precision: float,
+                                        m0: float = 0.0, kappa0: float = 1.0
+                                        ) -> dict[str, np.ndarray]:
+    """The mean-field fixed point of `gaussian_random_effects` by one linear solve of
+    E[z_i] (1/s_i^2 + lambda) - lambda E[mu] = y_i / s_i^2 and
+    E[mu] (kappa0 + N lambda) - lambda sum E[z_i] = kappa0 m0; natural parameters."""
+    y = _data(data)
+    s2 = np.broadcast_to(np.asarray(noise_sd, np.float64), y.shape) ** 2
+    lam, n = prior_precision, y.size
+    system = np.zeros((n + 1, n + 1))
+    system[np.arange(n), np.arange(n)] = 1 / s2 + lam
+    system[:n, n] = -lam
+    system[n, :n] = -lam
+    system[n, n] = kappa0 + n * lam
+    means = np.linalg.solve(system, np.append(y / s2, kappa0 * m0))
+    z_prec, mu_prec = 1 / s2 + lam, kappa0 + n * lam
+    return {"mu": np.array([mu_prec * means[n], -mu_prec / 2]),
+            "z": np.stack([z_prec * means[:n], -z_prec / 2], 1)}
+
+
+def cancer_data() -> dict[str, np.ndarray]:
+    """statsmodels' `cancer` data (301 counties): counts `cancer` and exposure `population`
+    (needs the `bench` extra: pip install "bayes-et[bench]")."""
+    try:
+        from statsmodels.datasets import cancer
+    except ImportError:
+        raise ValueError("data {statsmodels: cancer} needs statsmodels: pip install "
+                         "'bayes-et[bench]'") from None
+    frame = cancer.load_pandas().data
+    return {"counts": frame["cancer"].to_numpy(np.float64),
+            "exposure": frame["population"].to_numpy(np.float64)}
+
+
+def simulate_counts(n: int, mu: float, tau: float, seed: int, exposure=None,
+                    groups: int = 0, tau_u: float = 4.0) -> dict[str, np.ndarray]:
+    """Counts from the (grouped) Poisson log-normal model: exposures log-uniform on
+    [1e3, 1e5] (or the ones given), r_i ~ N(mu, 1/tau) (or N(u_g, 1/tau) with
+    u_g ~ N(mu, 1/tau_u) and groups g_i uniform over `groups` groups)."""
+    rng = np.random.default_rng(seed)
+    exposure = np.exp(rng.uniform(np.log(1e3), np.log(1e5), n)) if exposure is None \
+        else np.asarray(exposure, np.float64)
+    out = {"exposure": exposure}
+    centre = np.full(n, mu)
+    if groups:
+        out["group"] = rng.integers(0, groups, n)
+        centre = rng.normal(mu, 1 / np.sqrt(tau_u), groups)[out["group"]]
+    rate = centre + rng.normal(0.0, 1 / np.sqrt(tau), n)
+    out["counts"] = rng.poisson(exposure * np.exp(rate)).astype(np.float64)
+    return out
+
+
+EXAMPLES: dict[str, Any] = {
+    "normal_gamma": normal_gamma, "quartic_prior": quartic_prior,
+    "poisson_lognormal": poisson_lognormal,
+    "grouped_poisson_lognormal": grouped_poisson_lognormal,
+    "gaussian_random_effects": gaussian_random_effects}
 """Example builders by name (as used in configs)."""

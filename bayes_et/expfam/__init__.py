@@ -2,7 +2,8 @@
 
 from ._divergence import kl_divergence, log_partition_difference
 from ._family import ExponentialFamily
-from ._named import Beta, Gamma, LaplaceProduct, Quartic, VonMises
+from ._laplace import laplace_moments_at
+from ._named import Beta, Gamma, LaplaceProduct, PoissonLogNormal, Quartic, VonMises
 from ._normal import Gaussian, MultivariateNormal, TruncatedNormal
 from ._quadrature import exact_moments, quadrature_moments
 from ._spec import build_family, family_spec
@@ -11,13 +12,13 @@ from ._supports import Circle, Interval, Positive, Real, Support
 FAMILIES = {
     cls.__name__: cls
     for cls in (Gaussian, MultivariateNormal, Gamma, Beta, VonMises, LaplaceProduct,
-                TruncatedNormal, Quartic)
+                TruncatedNormal, Quartic, PoissonLogNormal)
 }
 """Built-in families by name (as used in configs)."""
 
 __all__ = [
     "FAMILIES", "Beta", "Circle", "ExponentialFamily", "Gamma", "Gaussian", "Interval",
-    "LaplaceProduct", "MultivariateNormal", "Positive", "Quartic", "Real", "Support",
-    "TruncatedNormal", "VonMises", "build_family", "exact_moments", "family_spec",
-    "kl_divergence", "log_partition_difference", "quadrature_moments",
+    "LaplaceProduct", "MultivariateNormal", "PoissonLogNormal", "Positive", "Quartic", "Real",
+    "Support", "TruncatedNormal", "VonMises", "build_family", "exact_moments", "family_spec",
+    "kl_divergence", "laplace_moments_at", "log_partition_difference", "quadrature_moments",
 ]

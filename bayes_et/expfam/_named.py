@@ -1,4 +1,4 @@
-"""Gamma, Beta, VonMises and LaplaceProduct: closed-form families on other supports."""
+"""Gamma, Beta, VonMises, LaplaceProduct (closed forms), Quartic and PoissonLogNormal."""
 
 from __future__ import annotations
 
@@ -175,3 +175,20 @@ class Quartic(ExponentialFamily):
 
     def eta_constraints(self, eta):
         return {"eta['x4'] < 0": eta["x4"] < 0}
+
+
+class PoissonLogNormal(ExponentialFamily):
+    """exp(eta_1 x + eta_2 x^2 + eta_3 e^x) on R, eta_2 < 0, eta_3 < 0: the posterior of the
+    latent log-rate x of a count y ~ Poisson(e^x) under a Gaussian prior (eta_1 = y + prior
+    precision x prior mean, eta_2 = -precision / 2, eta_3 = -exposure). No closed form."""
+
+    x_shape = ()
+    stat_shapes = {"x": (), "x2": (), "exp_x": ()}
+    support = Real()
+    eta_box = {"x": (0.0, 40.0), "x2": (-10.0, -0.1), "exp_x": (-2.0, -0.5)}
+
+    def _compute_stats(self, x):
+        return {"x": x, "x2": x**2, "exp_x": jnp.exp(x)}
+
+    def eta_constraints(self, eta):
+        return {"eta['x2'] < 0": eta["x2"] < 0, "eta['exp_x'] < 0": eta["exp_x"] < 0}
