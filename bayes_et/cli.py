@@ -46,12 +46,22 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _cavi(args: argparse.Namespace) -> int:
     from bayes_et.cavi import cavi_run
 
-    result, out = cavi_run(args.config, args.out)
+    result, out = cavi_run(args.config, args.out, region=args.region,
+                           region_num=args.region_num, region_margin=args.region_margin,
+                           progress=True)
     state = "converged" if result.converged else "NOT converged"
     print(f"wrote {out}/result.json and {out}/cavi.png: {state} after {result.iterations} "
           f"sweeps ({result.timings['solve_seconds']:.2f} s)")
+    if args.region:
+        print(f"wrote {out}/data-{args.region}.yaml: train {args.region}'s network there with "
+              f"bayes-et train CONFIG --data {out}/data-{args.region}.yaml")
     band = result.band("mean_stats")
     for name in result.names:
+        if result.eta[name].ndim == 2:
+            counts = ", ".join(f"{k} {v}" for k, v in result.flag_counts[name].items())
+            print(f"  {name}: plate of {len(result.eta[name])} members (see result.json)"
+                  + (f"; flagged members: {counts}" if counts else ""))
+            continue
         for i, label in enumerate(result.stat_names[name]):
             row = f"  <{label}>_{name} = {result.mean_stats[name][i]:.6g}"
             if band is not None:
@@ -106,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     cv = commands.add_parser("cavi", help="solve a model by CAVI from a YAML config")
     cv.add_argument("config", help="CAVI YAML (see configs/cavi/)")
     cv.add_argument("--out", default=None, help="output folder (default: runs/cavi-CONFIG)")
+    cv.add_argument("--region", default=None, metavar="FACTOR",
+                    help="also write OUT/data-FACTOR.yaml: a data config over the eta the "
+                    "solve visited for FACTOR (to train its network there)")
+    cv.add_argument("--region-num", type=int, default=4000, help="eta in that config")
+    cv.add_argument("--region-margin", type=float, default=0.1,
+                    help="widen the visited box by this share of its width on each side")
     cv.set_defaults(func=_cavi)
     return parser
 

@@ -1,7 +1,7 @@
 """Coordinate-ascent variational inference with exact, learned or sampled moments."""
 
 from . import examples
-from ._model import CAVIModel, Factor, model_from_config
+from ._model import CAVIModel, Factor, Model, Stat, model_from_config
 from ._providers import (
     FLAG_NAMES,
     ExactMoments,
@@ -15,7 +15,8 @@ from ._run import cavi_run, load_cavi_config
 from ._solver import CAVIResult, run_cavi
 
 __all__ = [
-    "FLAG_NAMES", "CAVIModel", "CAVIResult", "ExactMoments", "Factor", "MomentProvider",
-    "NetworkMoments", "SamplingMoments", "WithFallback", "cavi_run", "examples", "flag_names",
+    "FLAG_NAMES", "CAVIModel", "CAVIResult", "ExactMoments", "Factor", "Model",
+    "MomentProvider", "NetworkMoments", "SamplingMoments", "Stat", "WithFallback", "cavi_run",
+    "examples", "flag_names",
     "load_cavi_config", "model_from_config", "run_cavi",
 ]

@@ -44,8 +44,9 @@ def density_on(family: ExponentialFamily, eta: np.ndarray, x: np.ndarray) -> np.
 def plot_cavi(result, families: dict[str, ExponentialFamily], path: Path,
               title: str = "") -> Path:
     """ELBO per sweep, largest relative change of eta per sweep (log scale), and for each
-    factor with scalar x its density at the fixed point, with the 90% band over the
-    function draws' fixed points when there are draws."""
+    single factor with scalar x its density at the fixed point, with the 90% band over the
+    function draws' fixed points when there are draws; for a plate, its members' posterior
+    means of the first statistic (sorted), with their bands."""
     scalar = [n for n in result.names if families[n].x_shape == ()]
     cols = 2 + len(scalar)
     fig, axes = plt.subplots(1, cols, figsize=(3.6 * cols, 3.4))
@@ -61,6 +62,9 @@ def plot_cavi(result, families: dict[str, ExponentialFamily], path: Path,
                  title="converged" if result.converged else "NOT converged")
     for ax, name in zip(axes[2:], scalar, strict=True):
         family = families[name]
+        if result.eta[name].ndim == 2:
+            _plot_plate(ax, result, name, family)
+            continue
         x, q = density_grid(family, result.eta[name])
         if result.draws is not None:
             dens = np.stack([density_on(family, e, x) for e in result.draws["eta"][name]])
@@ -74,3 +78,19 @@ def plot_cavi(result, families: dict[str, ExponentialFamily], path: Path,
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _plot_plate(ax, result, name: str, family: ExponentialFamily) -> None:
+    mean = result.mean_stats[name][:, 0]
+    order = np.argsort(mean)
+    rank = np.arange(len(mean))
+    if result.draws is not None:
+        lo, hi = np.quantile(result.draws["mean_stats"][name][..., 0], (0.05, 0.95), axis=0)
+        ax.fill_between(rank, lo[order], hi[order], color="C1", alpha=0.35, lw=0,
+                        label="90% band (function draws)")
+    ax.plot(rank, mean[order], color="C0", lw=1, label="fixed point")
+    counts = result.flag_counts.get(name, {})
+    note = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "no flags"
+    ax.set(xlabel="member (sorted)", ylabel=f"E[{family.flat_names[0]}]",
+           title=f"plate {name}: {len(mean)} x {type(family).__name__}\n{note}")
+    ax.legend(fontsize=7)

@@ -75,7 +75,6 @@ class MomentProvider(eqx.Module):
     """A batch of eta (n, d) -> Moments for one family (attribute `family`). Subclasses
     implement `evaluate`; `exact` says whether the moments are exact (cov is None)."""
 
-    family: eqx.AbstractVar[ExponentialFamily]
     exact: ClassVar[bool] = False
     has_draws: ClassVar[bool] = False
     """Whether `draw` selects calibrated function draws (the networks)."""

@@ -43,7 +43,7 @@ class CAVIResult:
     tracked); `flags` map factor name -> the flag names any member raised (update_shortened
     from any sweep, the others from the last), `flag_counts` -> {flag name: members};
     `member_flags` -> the raw bits per member. `visited` maps factor name -> (lo, hi), the
-    box of eta the solver visited (start to fixed point). With function draws, `draws`
+    box of eta the sweeps visited (not the start). With function draws, `draws`
     holds 'eta' and 'mean_stats' (name -> (S, d_i) or (S, N, d_i)) and 'converged' (S,)."""
 
     names: tuple[str, ...]
@@ -86,6 +86,29 @@ class CAVIResult:
             pad = rtol * (1 + np.abs(value))
             out[name] = (lo - pad <= value) & (value <= hi + pad)
         return out
+
+    def data_config(self, factor: str, family, num: int = 4000, margin: float = 0.1,
+                    method: str = "auto") -> dict[str, Any]:
+        """A data config (for `bayes_et.data.generate` / `bayes-et train --data`) of `num` eta
+        uniform over the box this solve visited for `factor`, widened by `margin` times its
+        width on each side (coordinates that never moved stay fixed): train the factor's
+        network where the model goes."""
+        if factor not in self.visited:
+            raise ValueError(f"data_config: unknown factor {factor!r}; allowed: "
+                             f"{list(self.visited)}")
+        if not (isinstance(num, int) and num >= 1) or not (np.isfinite(margin) and margin >= 0):
+            raise ValueError(f"data_config: num={num!r} (an int >= 1), margin={margin!r} (>= 0)")
+        lo, hi = self.visited[factor]
+        width = hi - lo
+        lo, hi = lo - margin * width, hi + margin * width
+        box, offsets = {}, np.cumsum((0, *family.stat_sizes))
+        for name, a, b in zip(family.stat_names, offsets[:-1], offsets[1:], strict=True):
+            box[name] = [lo[a:b].tolist(), hi[a:b].tolist()] if family.stat_shapes[name] \
+                else [float(lo[a]), float(hi[a])]
+        from bayes_et.expfam import family_spec
+
+        return {"family": family_spec(family), "eta": {"num": num, "box": box},
+                "method": method}
 
     def to_json(self) -> dict[str, Any]:
         """The result as JSON-ready data."""
@@ -151,7 +174,8 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key, max_ite
     means0 = tuple(m.mean for m in first)
     dtype = start[0].dtype
     trace = jnp.full(max_iter + 1, jnp.nan, dtype)
-    box0 = tuple((e.min(0), e.max(0)) for e in start)
+    box0 = tuple((jnp.full(e.shape[-1], jnp.inf, dtype), jnp.full(e.shape[-1], -jnp.inf, dtype))
+                 for e in start)  # the eta of the sweeps (the start is often far off)
     state0 = (jnp.int32(0), tuple(start), means0, tuple(m.flags for m in first),
               jnp.asarray(jnp.inf, dtype), log_z0, trace.at[0].set(elbo(start, means0, log_z0)),
               trace[1:], box0)
@@ -247,40 +271,44 @@ def _init_eta(model: CAVIModel, i: int, value) -> np.ndarray:
 
 def _start(model: CAVIModel, providers, init, force) -> tuple:
     """init[name], else eta0 where valid for every member, else one update from the started
-    factors (those whose start is known)."""
+    factors: first those whose neighbours have all started, then (in model order) with the
+    means of the factors not yet started taken as zero, if that gives a valid start."""
     init = _per_factor(model, init, "init")
     start = []
     for i, name in enumerate(model.names):
         eta = _init_eta(model, i, init[name]) if name in init else np.asarray(model.eta0[i])
         valid = name in init or bool(np.all(model.families[i].is_valid_eta(eta)))
-        start.append(eta if valid else None)
-    key = jax.random.key(0)
-    known = [i for i, eta in enumerate(start) if eta is not None]
+        start.append(jnp.asarray(eta) if valid else None)
     means = [None] * len(start)
-    if known:
-        moments = _evaluate_all(tuple(providers[i] for i in known),
-                                tuple(jnp.asarray(start[i]) for i in known),
-                                tuple(force[i] for i in known), key, False)
-        for i, m in zip(known, moments, strict=True):
-            means[i] = m.mean
+
+    def begin(i):
+        means[i] = _evaluate_all((providers[i],), (start[i],), (force[i],), jax.random.key(i),
+                                 False)[0].mean
+
     for i, eta in enumerate(start):
         if eta is not None:
-            continue
+            begin(i)
+    pending = [i for i, eta in enumerate(start) if eta is None]
+    while pending:
+        ready = [i for i in pending if all(means[j] is not None for j in model.neighbours(i))]
+        i = ready[0] if ready else pending[0]
+        filled = tuple(m if m is not None else jnp.zeros_like(jnp.asarray(model.eta0[j]))
+                       for j, m in enumerate(means))
+        start[i] = model.target(i, filled)
         missing = [model.names[j] for j in sorted(model.neighbours(i)) if means[j] is None]
-        if missing:
+        if missing and not bool(jnp.all(model.families[i].is_valid_eta(start[i]))):
             raise ValueError(
                 f"factor '{model.names[i]}': eta0 is outside the natural-parameter space and "
                 f"so is the start of factor(s) {missing} it shares terms with; give init["
                 f"'{model.names[i]}']")
-        filled = tuple(m if m is not None else jnp.zeros_like(jnp.asarray(model.eta0[j]))
-                       for j, m in enumerate(means))
-        start[i] = np.asarray(model.target(i, filled), np.float64)
+        begin(i)
+        pending.remove(i)
     for name, family, eta in zip(model.names, model.families, start, strict=True):
         try:
-            family.validate_eta(jnp.asarray(eta), f"start eta of factor '{name}'")
+            family.validate_eta(eta, f"start eta of factor '{name}'")
         except ValueError as err:
             raise ValueError(f"factor '{name}': {err}; give a valid init['{name}']") from None
-    return tuple(jnp.asarray(eta) for eta in start)
+    return tuple(start)
 
 
 def _converged(change, flags, tol: float):
@@ -349,7 +377,7 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
         log_z = tuple(jnp.zeros(len(e)) for e in start)
         bar = tqdm(total=max_iter, desc="CAVI sweeps", unit="sweep", disable=not progress)
         _BAR[:] = [bar]
-        iterations, elbos, deltas = 0, [], []
+        iterations, elbos, deltas, visited = 0, [], [], None
         try:
             for _ in range(MAX_FALLBACK_ROUNDS):
                 began = time.perf_counter()
@@ -358,6 +386,9 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                 timings["solve_seconds"] += time.perf_counter() - began
                 it, etas, means, flags, change, log_z, elbo_trace, delta_trace, box = central
                 iterations += int(it)
+                visited = box if visited is None else tuple(
+                    (jnp.minimum(a[0], b[0]), jnp.maximum(a[1], b[1]))
+                    for a, b in zip(visited, box, strict=True))
                 elbos.append(np.asarray(elbo_trace)[: int(it) + 1])
                 deltas.append(np.asarray(delta_trace)[: int(it)])
                 checked = _evaluate_all(provider_tuple, etas, force, key, True)
@@ -390,7 +421,7 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                 "iterations": np.asarray(batch[0]),
             }
             timings["draws_seconds"] = time.perf_counter() - began
-    return _result(model, etas, means, flags, change, box, iterations, elbos, deltas, tol,
+    return _result(model, etas, means, flags, change, visited, iterations, elbos, deltas, tol,
                    timings, draws)
 
 

@@ -84,7 +84,8 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainedET, dict[str, Any]]:
     if not path.is_file():
         raise ValueError(f"run folder {str(run_dir)!r} has no model.eqx (not a training run)")
     hyperparams = load_header(path)["hyperparams"]
-    return load_model(path, _template(hyperparams)), hyperparams
+    with jax.enable_x64(False):  # networks are float32, also for a caller in float64
+        return load_model(path, _template(hyperparams)), hyperparams
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
