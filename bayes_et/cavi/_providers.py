@@ -171,7 +171,6 @@ class ExactMoments(MomentProvider):
         self.family, self.route, self.nodes, self.tol = family, route, nodes, float(tol)
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
-        n = eta.shape[0]
         if self.route == "closed_form":
             mean = jax.vmap(self.family._mean_stats)(eta)
         elif self.route == "quadrature":

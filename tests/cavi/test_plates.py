@@ -100,10 +100,11 @@ def test_the_traced_program_does_not_grow_with_the_number_of_members():
             start = _solver._start(model, providers, None,
                                    tuple(jnp.zeros(len(e), bool) for e in model.eta0))
             TRACES.clear()
-            jaxpr = jax.make_jaxpr(lambda s: _solver._solve(
-                model, providers, s, tuple(jnp.zeros(len(e)) for e in s),
+            solve = lambda s, m=model, p=providers: _solver._solve(
+                m, p, s, tuple(jnp.zeros(len(e)) for e in s),
                 tuple(jnp.zeros(len(e), bool) for e in s), None, jax.random.key(0), 50, 1e-8,
-                0.0, True, False))(start)
+                0.0, True, False)
+            jaxpr = jax.make_jaxpr(solve)(start)
         sizes[n] = (len(jaxpr.eqns), len(TRACES))
         assert max(TRACES[-2:]) == n  # the plate is evaluated as one (n, d) batch
     assert sizes[10] == sizes[1000], sizes  # same number of equations and provider calls
@@ -210,18 +211,18 @@ def _independent_cavi(y, exposure, mu_sd=10.0, a0=1.0, b0=1.0, sweeps=500):
     o, n = np.log(exposure), y.size
 
     def z_moments(e_mu, e_tau):
-        out = []
-        for y_i, o_i in zip(y, o, strict=True):
-            eta1, eta2 = y_i + e_tau * (e_mu + o_i), -e_tau / 2
-            grid = np.linspace(-40, 40, 8001)
+        def one(eta1, eta2):
             log_q = lambda z: eta1 * z + eta2 * z * z - np.exp(z)
+            grid = np.linspace(-40, 40, 8001)
             mode = grid[np.argmax(log_q(grid))]
             peak = log_q(mode)
             m = [integrate.quad(lambda z, k=k: z**k * np.exp(log_q(z) - peak), mode - 30,
                                 mode + 30, points=[mode], limit=400, epsabs=0,
                                 epsrel=1e-11)[0] for k in range(3)]
-            out.append((m[1] / m[0], m[2] / m[0]))
-        return np.array(out).T
+            return m[1] / m[0], m[2] / m[0]
+
+        return np.array([one(y_i + e_tau * (e_mu + o_i), -e_tau / 2)
+                         for y_i, o_i in zip(y, o, strict=True)]).T
 
     e_mu, e_tau = 0.0, (a0 + n / 2) / (b0 + 0.5 * np.sum(o**2))  # the priors' start
     z_mean, z_sq = z_moments(e_mu, e_tau)
