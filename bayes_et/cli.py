@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write OUT/data-FACTOR.yaml: a data config over the eta the "
                     "solve visited for FACTOR (to train its network there)")
     cv.add_argument("--region-num", type=int, default=4000, help="eta in that config")
-    cv.add_argument("--region-margin", type=float, default=0.1,
+    cv.add_argument("--region-margin", type=float, default=0.05,
                     help="widen the visited box by this share of its width on each side")
     cv.set_defaults(func=_cavi)
     return parser

@@ -157,7 +157,7 @@ def _load(cfg: dict) -> tuple[CAVIModel, dict[str, MomentProvider], dict[str, An
 
 
 def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = None, *,
-             region: str | None = None, region_num: int = 4000, region_margin: float = 0.1,
+             region: str | None = None, region_num: int = 4000, region_margin: float = 0.05,
              progress: bool = False) -> tuple[CAVIResult, Path]:
     """Solve the model a CAVI config describes; write OUT/result.json and OUT/cavi.png, and
     with `region` (a factor name) OUT/data-REGION.yaml: a data config of `region_num` eta

@@ -87,12 +87,13 @@ class CAVIResult:
             out[name] = (lo - pad <= value) & (value <= hi + pad)
         return out
 
-    def data_config(self, factor: str, family, num: int = 4000, margin: float = 0.1,
+    def data_config(self, factor: str, family, num: int = 4000, margin: float = 0.05,
                     method: str = "auto") -> dict[str, Any]:
         """A data config (for `bayes_et.data.generate` / `bayes-et train --data`) of `num` eta
         uniform over the box this solve visited for `factor`, widened by `margin` times its
-        width on each side (coordinates that never moved stay fixed): train the factor's
-        network where the model goes."""
+        width on each side (coordinates that never moved stay fixed; a bound moves at most
+        halfway to zero, never across: the sign of eta decides validity and tails): train
+        the factor's network where the model goes."""
         if factor not in self.visited:
             raise ValueError(f"data_config: unknown factor {factor!r}; allowed: "
                              f"{list(self.visited)}")
@@ -100,7 +101,8 @@ class CAVIResult:
             raise ValueError(f"data_config: num={num!r} (an int >= 1), margin={margin!r} (>= 0)")
         lo, hi = self.visited[factor]
         width = hi - lo
-        lo, hi = lo - margin * width, hi + margin * width
+        lo = np.where(lo > 0, np.maximum(lo - margin * width, lo / 2), lo - margin * width)
+        hi = np.where(hi < 0, np.minimum(hi + margin * width, hi / 2), hi + margin * width)
         box, offsets = {}, np.cumsum((0, *family.stat_sizes))
         for name, a, b in zip(family.stat_names, offsets[:-1], offsets[1:], strict=True):
             box[name] = [lo[a:b].tolist(), hi[a:b].tolist()] if family.stat_shapes[name] \

@@ -47,7 +47,8 @@ class ExponentialFamily:
     - ``support``: a `Support` (applied per coordinate of x);
     - ``_compute_stats(x) -> dict`` for one x;
 
-    and optionally ``log_base_measure(x)``, ``eta_constraints(eta)``, ``breakpoints``
+    and optionally ``log_base_measure(x)``, ``eta_constraints(eta)``, ``breakpoints``,
+    ``squares`` (statistics that are the square of another),
     (kinks of the density, for quadrature), ``eta_box`` (the
     default eta box: statistic name -> (lo, hi)), and single-eta closed forms
     ``_log_partition``, ``_mean_stats``, ``_fisher`` (flat eta of shape (eta_dim,)).
@@ -60,6 +61,9 @@ class ExponentialFamily:
     eta_box: dict[str, tuple[float, float]] | None = None
     breakpoints: tuple[float, ...] = ()
     """x values where the density has a kink; quadrature splits its panels there."""
+    squares: dict[str, str] = {}
+    """Scalar statistics that are the square of another: {"x2": "x"} says T_x2 = T_x^2, so
+    E[T_x2] = mu_x^2 + d mu_x / d eta_x (a variance is a derivative of the moment map)."""
 
     # ----- to implement ---------------------------------------------------------------
     def _compute_stats(self, x: Array) -> dict[str, Array]:

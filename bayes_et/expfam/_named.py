@@ -167,6 +167,7 @@ class Quartic(ExponentialFamily):
 
     x_shape = ()
     stat_shapes = {"x": (), "x2": (), "x3": (), "x4": ()}
+    squares = {"x2": "x", "x4": "x2"}
     support = Real()
     eta_box = {"x": (-1.5, 1.5), "x2": (-2.0, 1.5), "x3": (-0.5, 0.5), "x4": (-1.0, -0.2)}
 
@@ -184,6 +185,7 @@ class PoissonLogNormal(ExponentialFamily):
 
     x_shape = ()
     stat_shapes = {"x": (), "x2": (), "exp_x": ()}
+    squares = {"x2": "x"}
     support = Real()
     eta_box = {"x": (0.0, 40.0), "x2": (-10.0, -0.1), "exp_x": (-2.0, -0.5)}
 

@@ -19,6 +19,7 @@ class Gaussian(ExponentialFamily):
 
     x_shape = ()
     stat_shapes = {"x": (), "x2": ()}
+    squares = {"x2": "x"}
     support = Real()
     eta_box = {"x": (-5.0, 5.0), "x2": (-5.0, -0.1)}
 
@@ -125,6 +126,7 @@ class TruncatedNormal(ExponentialFamily):
 
     x_shape = ()
     stat_shapes = {"x": (), "x2": ()}
+    squares = {"x2": "x"}
     support = Positive()
     eta_box = {"x": (-3.0, 3.0), "x2": (-3.0, -0.2)}
 
