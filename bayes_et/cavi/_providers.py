@@ -76,8 +76,14 @@ class MomentProvider(eqx.Module):
     implement `evaluate`; `exact` says whether the moments are exact (cov is None)."""
 
     exact: ClassVar[bool] = False
-    has_draws: ClassVar[bool] = False
-    """Whether `draw` selects calibrated function draws (the networks)."""
+    has_fallback: ClassVar[bool] = False
+    """Whether rows in `force` (or flagged) can go to a backup provider."""
+
+    @property
+    def num_draws(self) -> int:
+        """Calibrated function draws that `draw` may select (0: none; the networks have
+        num_samples)."""
+        return 0
 
     def evaluate(self, eta: Float[Array, "n d"], draw: Int[Array, ""] | None,
                  key: PRNGKeyArray, *, full: bool = False,
@@ -219,7 +225,8 @@ class NetworkMoments(MomentProvider):
     """A trained ET network. Its answer is the network at its weight means (one forward pass
     per eta); function draw s is that plus c (f_s - f) + c sqrt(misfit) eps_s over one of
     `num_samples` fixed weight draws f_s (a whole function of eta, shared by every member
-    and sweep). With `squares` (default), a statistic that the family declares the square
+    and sweep). With `squares` (default: unless the network is a convex potential, whose
+    mu is the gradient of its own A), a statistic that the family declares the square
     of another, T_b = T_a^2, is answered as mu_a^2 + d mu_a / d eta_a (one forward-mode
     derivative): the variance comes from the slope of the learned map, which a network
     gets far more accurately than the small difference E[T_b] - mu_a^2 of two large
@@ -236,13 +243,12 @@ class NetworkMoments(MomentProvider):
     family: ExponentialFamily = eqx.field(static=True)
     max_spread: float = eqx.field(static=True)
     square_of: tuple[tuple[int, int], ...] = eqx.field(static=True)
-    has_draws: ClassVar[bool] = True
 
     def __init__(self, source: str | os.PathLike | TrainedET, *, num_samples: int = 64,
                  max_spread: float = 0.1, margin: float = 0.0,
                  family: ExponentialFamily | None = None,
                  training_region: tuple | None = None, key: PRNGKeyArray | None = None,
-                 squares: bool = True):
+                 squares: bool | None = None):
         """`source`: a run folder written by `bayes-et train`, or a TrainedET (then give
         `family` and, to get region flags, `training_region` = (eta_min, eta_max))."""
         if isinstance(source, TrainedET):
@@ -283,6 +289,8 @@ class NetworkMoments(MomentProvider):
         self.family = family
         self.max_spread = float(max_spread)
         names = family.flat_names
+        if squares is None:  # a convex potential's mu is already a gradient: keep it whole
+            squares = not hasattr(model.net, "log_partition")
         self.square_of = tuple((names.index(b), names.index(a))
                                for b, a in family.squares.items()) if squares else ()
 
@@ -290,6 +298,11 @@ class NetworkMoments(MomentProvider):
     def num_samples(self) -> int:
         """Weight draws S behind the spread (and the function draws)."""
         return len(self.offsets)
+
+    @property
+    def num_draws(self) -> int:
+        """The function draws: one per weight draw."""
+        return self.num_samples
 
     def _function(self, draw):
         """eta -> mu_T of the network at its means, or of calibrated function draw `draw`."""
@@ -402,6 +415,7 @@ class WithFallback(MomentProvider):
 
     primary: MomentProvider
     backup: MomentProvider
+    has_fallback: ClassVar[bool] = True
 
     @property
     def family(self) -> ExponentialFamily:
@@ -414,9 +428,9 @@ class WithFallback(MomentProvider):
         return self.backup.integrable
 
     @property
-    def has_draws(self) -> bool:
+    def num_draws(self) -> int:
         """As the primary."""
-        return self.primary.has_draws
+        return self.primary.num_draws
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
         first = self.primary.evaluate(eta, draw, key, full=full)

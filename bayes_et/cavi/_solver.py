@@ -16,6 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
@@ -231,10 +232,45 @@ def _solve_jit(model, providers, start, log_z, force, key, draws, max_iter, tol,
                                      False))(draws)
 
 
+def _lay_out(tree):
+    """Every array whose leading axis is a multiple (> 1) of the device count laid out along
+    that axis over `jax.devices()` (one-axis mesh "members"): plates, their per-row terms and
+    their state. One device, or any other array: unchanged. The jitted solver is then one
+    program partitioned over the devices (and hosts, with `jax.distributed`)."""
+    devices = jax.devices()
+    if len(devices) < 2:
+        return tree
+    mesh = Mesh(np.asarray(devices), ("members",))
+
+    def place(a):
+        if not (eqx.is_array(a) or isinstance(a, np.ndarray)) or a.ndim == 0 or \
+                a.shape[0] < 2 or a.shape[0] % len(devices):
+            return a
+        spec = PartitionSpec("members", *([None] * (a.ndim - 1)))
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, NamedSharding(mesh, spec),
+                                            lambda index: host[index])
+
+    return jax.tree_util.tree_map(place, tree)
+
+
 @eqx.filter_jit
 def _evaluate_all(providers, etas, force, key, full: bool):
     return tuple(p.evaluate(e, None, jax.random.fold_in(key, i), full=full, force=f)
                  for i, (p, e, f) in enumerate(zip(providers, etas, force, strict=True)))
+
+
+def _spread_flags(providers, etas, force, key) -> tuple:
+    """Per factor, the members whose network answer is too uncertain (the check that needs
+    the weight draws, made once at a fixed point): False for providers without draws."""
+    networks = [i for i, p in enumerate(providers) if p.num_draws]
+    checked = _evaluate_all(tuple(providers[i] for i in networks),
+                            tuple(etas[i] for i in networks),
+                            tuple(force[i] for i in networks), key, True)
+    out = [jnp.zeros(len(e), bool) for e in etas]
+    for i, moments in zip(networks, checked, strict=True):
+        out[i] = (moments.flags & FLAG_SPREAD) != 0
+    return tuple(out)
 
 
 def _per_factor(model: CAVIModel, mapping, field: str) -> dict:
@@ -322,8 +358,7 @@ def _converged(change, flags, tol: float):
 def _num_draws(providers, num_draws: int) -> int:
     if isinstance(num_draws, bool) or not (isinstance(num_draws, int) and num_draws >= 0):
         raise ValueError(f"num_draws={num_draws!r}; allowed: an int >= 0")
-    samples = [p.primary.num_samples if hasattr(p, "primary") else p.num_samples
-               for p in providers if p.has_draws]
+    samples = [p.num_draws for p in providers if p.num_draws]
     if num_draws and not samples:
         raise ValueError("num_draws > 0 needs at least one NetworkMoments provider "
                          "(function draws come from the networks)")
@@ -377,6 +412,7 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
         force = tuple(jnp.zeros(len(e), bool) for e in model.eta0)
         start = _start(model, provider_tuple, init, force)
         log_z = tuple(jnp.zeros(len(e)) for e in start)
+        model, start, log_z, force = _lay_out((model, start, log_z, force))
         bar = tqdm(total=max_iter, desc="CAVI sweeps", unit="sweep", disable=not progress)
         _BAR[:] = [bar]
         iterations, elbos, deltas, visited = 0, [], [], None
@@ -393,16 +429,14 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                     for a, b in zip(visited, box, strict=True))
                 elbos.append(np.asarray(elbo_trace)[: int(it) + 1])
                 deltas.append(np.asarray(delta_trace)[: int(it)])
-                checked = _evaluate_all(provider_tuple, etas, force, key, True)
-                spread = tuple((c.flags & FLAG_SPREAD) != 0 for c in checked)
-                flags = tuple(f | (c.flags & FLAG_SPREAD) for f, c in zip(flags, checked,
-                                                                         strict=True))
-                fallbacks = tuple(hasattr(p, "backup") for p in provider_tuple)
-                grown = tuple(f | (s & b) for f, s, b in zip(force, spread, fallbacks,
-                                                            strict=True))
+                spread = _spread_flags(provider_tuple, etas, force, key)
+                flags = tuple(f | jnp.where(s, FLAG_SPREAD, 0) for f, s in zip(flags, spread,
+                                                                                strict=True))
+                grown = tuple(f | (s & p.has_fallback)
+                              for f, s, p in zip(force, spread, provider_tuple, strict=True))
                 if all(bool(jnp.all(g == f)) for g, f in zip(grown, force, strict=True)):
                     break
-                force, start = grown, etas  # members the network is unsure of: the backup
+                force, start = _lay_out((grown, etas))  # the backup answers those members
         finally:
             _BAR.clear()
             bar.close()

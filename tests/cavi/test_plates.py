@@ -112,7 +112,9 @@ def test_the_traced_program_does_not_grow_with_the_number_of_members():
     first = examples.gaussian_random_effects(np.arange(10.0), 1.0, 2.0)
     second = examples.gaussian_random_effects(np.arange(10.0) + 1, 1.0, 2.0)
     providers = {"z": CountingExact(Gaussian())}
+    TRACES.clear()
     run_cavi(first, providers)
+    assert TRACES  # the first model of these shapes was traced
     TRACES.clear()
     result = run_cavi(second, providers)
     assert TRACES == [] and result.converged
@@ -375,3 +377,39 @@ def test_yaml_model_with_plates_terms_and_data_arrays_equals_the_python_builder(
                                                          "stats": ["z.x", "nu.x"]}]}}
     with pytest.raises(ValueError, match=r"model.terms\[0\].stats.*'nu.x' names no factor"):
         load_cavi_config(bad)
+
+
+SHARDED = """
+import json, sys
+import jax, numpy as np
+from bayes_et.cavi import ExactMoments, examples, run_cavi
+from bayes_et.expfam import PoissonLogNormal
+sim = examples.simulate_counts(64, -6.0, 9.0, seed=5, groups=8)
+model = examples.grouped_poisson_lognormal(sim["counts"], sim["exposure"], sim["group"])
+result = run_cavi(model, {"z": ExactMoments(PoissonLogNormal(), "gauss_hermite")}, tol=1e-10,
+                  max_iter=1000)
+from bayes_et.cavi._solver import _lay_out
+spread = len(_lay_out(model).eta0[4].sharding.device_set)  # the plate z over the devices
+print(json.dumps({"devices": len(jax.devices()), "spread": spread,
+                  "iterations": result.iterations,
+                  **{k: np.asarray(v).tolist() for k, v in result.eta.items()}}))
+"""
+
+
+def test_plates_over_two_devices_give_what_one_gives():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = {}
+    for count in (1, 2):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
+        done = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        out[count] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out[1]["devices"] == 1 and out[2]["devices"] == 2 and out[2]["spread"] == 2
+    assert abs(out[1]["iterations"] - out[2]["iterations"]) <= 1
+    for name in ("mu", "tau", "tau_u", "u", "z"):
+        np.testing.assert_allclose(out[2][name], out[1][name], rtol=1e-9, atol=1e-12)

@@ -1,0 +1,434 @@
+"""CAVI with plates: the Poisson log-normal random-effects model, N = 10 to 10^6 members.
+
+    python benchmarks/bench_plates.py [--quick] [--datasets 50] [--sizes 10,100,...]
+
+Model (configs/cavi/poisson_lognormal_cancer.yaml): y_i ~ Poisson(E_i e^{r_i}),
+r_i ~ N(mu, 1/tau), mu ~ N(0, 10^2), tau ~ Gamma(1, 1), full mean field; the plate `z` is
+the log expected count (PoissonLogNormal). Needs the bench extra (NumPyro, statsmodels).
+
+1. The network for z: the Gauss-Hermite solve on the real data and on a simulated N = 10^4
+   data set gives the eta box the model visits; 8000 quadrature eta there; the mlp of
+   configs/train/mlp.yaml (cached in runs/bench_plates/).
+2. Per N (simulated from the real data's fixed point: mu = -5.66, tau = 15.9, exposures
+   log-uniform over the counties' range) and on the real data: compile seconds (first call
+   minus second) and seconds to the fixed point (second call) for the network (fallback:
+   Gauss-Hermite), the robust quadrature and Gauss-Hermite providers; NumPyro NUTS on the
+   exact joint (4 chains x 1000 after 1000 warm-up) and NumPyro SVI (AutoNormal, 20 000
+   Adam steps) with their time to answer. N = 10^6 runs in a subprocess for its peak memory.
+3. Accuracy: KL(q_net || q_quadrature) per member (max, mean); E[mu], E[tau] against the
+   exact-provider fixed point in posterior sd, and against NUTS in MCSE units (the
+   mean-field's own error, the same for every provider).
+4. The 90% band (32 function draws) of mu and tau against the Gauss-Hermite fixed point
+   over `--datasets` simulated data sets (seeds 2000, 2001, ..., declared before looking).
+5. A plate whose x is two-dimensional (two counts per member with correlated log-rates,
+   `BivariatePoissonLogNormal` below, defined here as a user would): no quadrature exists,
+   so its network learns from NUTS data, with NUTS (`SamplingMoments`) as the fallback;
+   against NumPyro NUTS on the joint, and the cost of NUTS as the provider (per eta).
+Writes results/plates.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+from _common import save
+
+from bayes_et.cavi import (
+    ExactMoments,
+    Model,
+    NetworkMoments,
+    SamplingMoments,
+    WithFallback,
+    examples,
+    run_cavi,
+)
+from bayes_et.data import mcmc_moments
+from bayes_et.expfam import ExponentialFamily, Gaussian, PoissonLogNormal, Real, kl_divergence
+from bayes_et.train import train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "runs" / "bench_plates"
+MU, TAU = -5.66, 15.9  # near the real data's fixed point
+SOLVER = {"tol": 1e-6, "max_iter": 500, "track_elbo": False}
+NUM_DRAWS = 32
+COVERAGE_TARGET = (0.80, 0.98)
+FAMILY = PoissonLogNormal()
+
+
+def simulated(n: int, seed: int, exposure_range) -> dict:
+    rng = np.random.default_rng(seed)
+    exposure = np.exp(rng.uniform(*np.log(exposure_range), n))
+    return examples.simulate_counts(n, MU, TAU, seed, exposure=exposure)
+
+
+def providers(route: str, run: Path | None = None) -> dict:
+    if route == "network":
+        return {"z": WithFallback(NetworkMoments(run), ExactMoments(FAMILY, "gauss_hermite"))}
+    return {"z": ExactMoments(FAMILY, route)}
+
+
+def trained_run(quick: bool, real: dict, exposure_range) -> Path:
+    out = WORK / ("mlp-quick" if quick else "mlp")
+    if (out / "model.eqx").exists():
+        return out
+    boxes = []
+    for data in (real, simulated(10_000, 0, exposure_range)):
+        model = examples.poisson_lognormal(data["counts"], data["exposure"])
+        boxes.append(run_cavi(model, providers("gauss_hermite"), **SOLVER))
+    config = boxes[0].data_config("z", FAMILY, num=2000 if quick else 8000)
+    for result in boxes[1:]:
+        other = result.data_config("z", FAMILY)
+        for name, (lo, hi) in other["eta"]["box"].items():
+            box = config["eta"]["box"][name]
+            config["eta"]["box"][name] = [min(box[0], lo), max(box[1], hi)]
+    train = yaml.safe_load((ROOT / "configs" / "train" / "mlp.yaml").read_text())
+    if quick:
+        train["stages"] = [{"name": "map", "epochs": 300, "lr": 3e-3, "patience": 60},
+                           {"name": "vi", "epochs": 50, "lr": 1e-2, "patience": 20}]
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "data-z.yaml").write_text(yaml.safe_dump(config))
+    train["data"] = str(WORK / "data-z.yaml")
+    train_run(train, out=out)
+    return out
+
+
+def timed_cavi(model, provs, **settings) -> tuple:
+    """(result, compile seconds = first call - second call, solve seconds = second call)."""
+    began = time.perf_counter()
+    run_cavi(model, provs, **SOLVER, **settings)
+    first = time.perf_counter() - began
+    began = time.perf_counter()
+    result = run_cavi(model, provs, **SOLVER, **settings)
+    second = time.perf_counter() - began
+    return result, max(first - second, 0.0), second
+
+
+def numpyro_model(counts, exposure):
+    import numpyro
+    import numpyro.distributions as dist
+
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    tau = numpyro.sample("tau", dist.Gamma(1.0, 1.0))
+    with numpyro.plate("county", len(counts)):
+        r = numpyro.sample("r", dist.Normal(mu, 1 / jax.numpy.sqrt(tau)))
+        numpyro.sample("y", dist.Poisson(exposure * jax.numpy.exp(r)), obs=counts)
+
+
+def nuts(data: dict, seed: int = 0) -> dict:
+    from numpyro.diagnostics import effective_sample_size
+    from numpyro.infer import MCMC, NUTS
+
+    mcmc = MCMC(NUTS(numpyro_model), num_warmup=1000, num_samples=1000, num_chains=4,
+                chain_method="vectorized", progress_bar=False)
+    began = time.perf_counter()
+    mcmc.run(jax.random.key(seed), data["counts"], data["exposure"])
+    samples = mcmc.get_samples(group_by_chain=True)
+    jax.block_until_ready(samples)
+    seconds = time.perf_counter() - began
+    out = {"seconds": seconds}
+    for name in ("mu", "tau"):
+        draws = np.asarray(samples[name], np.float64)
+        ess = float(effective_sample_size(draws))
+        out[name] = {"mean": float(draws.mean()), "sd": float(draws.std()),
+                     "mcse": float(draws.std() / np.sqrt(ess)), "ess": ess}
+    return out
+
+
+def svi(data: dict, steps: int = 20_000, seed: int = 0) -> dict:
+    import numpyro.optim
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+
+    guide = AutoNormal(numpyro_model)
+    engine = SVI(numpyro_model, guide, numpyro.optim.Adam(0.01), Trace_ELBO())
+    began = time.perf_counter()
+    state = engine.run(jax.random.key(seed), steps, data["counts"], data["exposure"],
+                       progress_bar=False)
+    jax.block_until_ready(state.params)
+    seconds = time.perf_counter() - began
+    draws = guide.sample_posterior(jax.random.key(1), state.params, sample_shape=(4000,))
+    return {"seconds": seconds, "steps": steps,
+            **{n: {"mean": float(np.mean(draws[n])), "sd": float(np.std(draws[n]))}
+               for n in ("mu", "tau")}}
+
+
+def posterior_summary(result) -> dict:
+    """E and sd of mu (Gaussian) and tau (Gamma) from their natural parameters."""
+    mu_prec = -2 * result.eta["mu"][1]
+    shape, rate = result.eta["tau"][0] + 1, -result.eta["tau"][1]
+    return {"mu": {"mean": float(result.mean_stats["mu"][0]), "sd": float(mu_prec ** -0.5)},
+            "tau": {"mean": float(shape / rate), "sd": float(np.sqrt(shape) / rate)}}
+
+
+def member_kl(learned, exact, sample: int = 400) -> dict:
+    n = len(exact.eta["z"])
+    rows = np.linspace(0, n - 1, min(n, sample)).astype(int)
+    kl = np.array([kl_divergence(FAMILY, learned.eta["z"][i], exact.eta["z"][i])
+                   for i in rows])
+    return {"max": float(kl.max()), "mean": float(kl.mean()), "members_checked": len(rows)}
+
+
+def one_size(n: int, routes: list[str], run: Path, exposure_range, with_numpyro: bool,
+             data: dict | None = None) -> dict:
+    data = data if data is not None else simulated(n, 1, exposure_range)
+    model = examples.poisson_lognormal(data["counts"], data["exposure"])
+    row, results = {"n": n}, {}
+    for route in routes:
+        result, compile_s, solve_s = timed_cavi(model, providers(route, run))
+        results[route] = result
+        row[route] = {"compile_seconds": compile_s, "solve_seconds": solve_s,
+                      "iterations": result.iterations, "converged": result.converged,
+                      "flag_counts": result.flag_counts["z"], **posterior_summary(result)}
+        print(f"N={n:>7} {route:14s} compile {compile_s:7.2f} s  solve {solve_s:8.4f} s  "
+              f"{result.iterations} sweeps", flush=True)
+    exact = results.get("quadrature", results.get("gauss_hermite"))
+    if "network" in results and exact is not None:
+        row["kl_network_vs_exact"] = member_kl(results["network"], exact)
+        ref = posterior_summary(exact)
+        row["network_error_in_posterior_sd"] = {
+            k: (row["network"][k]["mean"] - ref[k]["mean"]) / ref[k]["sd"] for k in ("mu", "tau")}
+    if with_numpyro:
+        row["nuts"] = nuts(data)
+        row["svi"] = svi(data)
+        print(f"N={n:>7} NUTS {row['nuts']['seconds']:.1f} s, SVI {row['svi']['seconds']:.1f} s",
+              flush=True)
+        for route in results:
+            row[route]["error_over_nuts_mcse"] = {
+                k: (row[route][k]["mean"] - row["nuts"][k]["mean"]) / row["nuts"][k]["mcse"]
+                for k in ("mu", "tau")}
+    return row
+
+
+def coverage(run: Path, num_datasets: int, exposure: np.ndarray) -> dict:
+    inside, kls, flagged, converged = [], [], 0, 0
+    for seed in range(2000, 2000 + num_datasets):
+        data = examples.simulate_counts(len(exposure), MU, TAU, seed, exposure=exposure)
+        model = examples.poisson_lognormal(data["counts"], data["exposure"])
+        learned = run_cavi(model, providers("network", run), num_draws=NUM_DRAWS, **SOLVER)
+        exact = run_cavi(model, providers("gauss_hermite"), **SOLVER)
+        contains = learned.band_contains(exact.eta)
+        inside.append(bool(np.all(contains["mu"]) and contains["tau"][1]))
+        kls.append(member_kl(learned, exact, 100)["max"])
+        flagged += bool(learned.flag_counts["z"])
+        converged += int(np.sum(learned.draws["converged"]))
+    rate = float(np.mean(inside))
+    print(f"band coverage {rate:.2f} over {num_datasets} data sets", flush=True)
+    return {"num_datasets": num_datasets, "seeds": [2000, 2000 + num_datasets - 1],
+            "band_coverage": rate, "coverage_target": COVERAGE_TARGET,
+            "coverage_ok": COVERAGE_TARGET[0] <= rate <= COVERAGE_TARGET[1],
+            "kl_max_over_datasets": float(np.max(kls)),
+            "datasets_with_flags": flagged,
+            "draws_converged": f"{converged}/{num_datasets * NUM_DRAWS}"}
+
+
+class BivariatePoissonLogNormal(ExponentialFamily):
+    """Two log-rates x in R^2 of two counts with a correlated Gaussian prior:
+    T = [x1, x2, x1^2, x2^2, x1 x2, e^x1, e^x2]."""
+
+    x_shape = (2,)
+    stat_shapes = {"x1": (), "x2": (), "x1_sq": (), "x2_sq": (), "x1x2": (), "exp_x1": (),
+                   "exp_x2": ()}
+    support = Real()
+    squares = {"x1_sq": "x1", "x2_sq": "x2"}
+
+    def _compute_stats(self, x):
+        return {"x1": x[0], "x2": x[1], "x1_sq": x[0] ** 2, "x2_sq": x[1] ** 2,
+                "x1x2": x[0] * x[1], "exp_x1": jnp.exp(x[0]), "exp_x2": jnp.exp(x[1])}
+
+    def eta_constraints(self, eta):
+        a, b, c = -2 * eta["x1_sq"], -2 * eta["x2_sq"], -eta["x1x2"]  # precision [[a, c], [c, b]]
+        return {"precision positive definite": (a > 0) & (a * b > c * c),
+                "eta['exp_x1'] < 0, eta['exp_x2'] < 0": (eta["exp_x1"] < 0)
+                & (eta["exp_x2"] < 0)}
+
+
+PRECISION_2D = np.array([[6.0, -3.6], [-3.6, 6.0]])  # sd 0.51, correlation 0.6
+M_2D = np.array([-5.5, -6.5])
+
+
+def bivariate_counts(n: int, seed: int, exposure: np.ndarray) -> dict:
+    rng = np.random.default_rng(seed)
+    x = rng.multivariate_normal(np.zeros(2), np.linalg.inv(PRECISION_2D), n) + M_2D
+    offsets = np.log(exposure)[:, None]
+    return {"counts": rng.poisson(np.exp(x + offsets)).astype(float), "offset": offsets[:, 0]}
+
+
+def bivariate_model(data: dict):
+    """x_i ~ N(m + o_i, P^-1) with P known, y_ik ~ Poisson(e^{x_ik}), m_k ~ N(0, 10^2):
+    factors m1, m2 (Gaussian) and the plate x (log expected counts)."""
+    y, o, p = data["counts"], data["offset"], PRECISION_2D
+    n = len(y)
+    po = (p @ np.stack([o, o])).T  # (n, 2): P o_i
+    m = Model()
+    m1 = m.factor("m1", Gaussian(), [-(po[:, 0].sum()), -0.5 * (n * p[0, 0] + 0.01)])
+    m2 = m.factor("m2", Gaussian(), [-(po[:, 1].sum()), -0.5 * (n * p[1, 1] + 0.01)])
+    const = np.ones(n)
+    x = m.factor("x", BivariatePoissonLogNormal(), np.stack(
+        [y[:, 0] + po[:, 0], y[:, 1] + po[:, 1], -p[0, 0] / 2 * const, -p[1, 1] / 2 * const,
+         -p[0, 1] * const, -const, -const], 1))
+    m.term(p[0, 0], x["x1"], m1["x"])
+    m.term(p[0, 1], x["x1"], m2["x"])
+    m.term(p[0, 1], x["x2"], m1["x"])
+    m.term(p[1, 1], x["x2"], m2["x"])
+    m.term(-n * p[0, 1], m1["x"], m2["x"])
+    return m.build()
+
+
+def two_dimensional(quick: bool, exposure: np.ndarray) -> dict:
+    family = BivariatePoissonLogNormal()
+    n = len(exposure)
+    data = bivariate_counts(n, 7, exposure)
+    # The eta box from the data's ranges: eta_k = y_k + (P (m + o))_k with m within +-1 of
+    # the crude log-rates log(sum y / sum E).
+    crude = np.log(data["counts"].sum(0) / exposure.sum())
+    spans = [PRECISION_2D @ (crude[:, None] + s + np.stack([data["offset"]] * 2))
+             for s in (-1.0, 1.0)]
+    lo = np.minimum(*[sp.min(1) for sp in spans]) + data["counts"].min(0)
+    hi = np.maximum(*[sp.max(1) for sp in spans]) + data["counts"].max(0)
+    p = PRECISION_2D
+    fixed = {"x1_sq": -p[0, 0] / 2, "x2_sq": -p[1, 1] / 2, "x1x2": -p[0, 1], "exp_x1": -1.0,
+             "exp_x2": -1.0}
+    config = {"family": {"import": "bench_plates:BivariatePoissonLogNormal"},
+              "eta": {"num": 600 if quick else 3000,
+                      "box": {"x1": [float(lo[0]), float(hi[0])],
+                              "x2": [float(lo[1]), float(hi[1])],
+                              **{k: [v, v] for k, v in fixed.items()}}},
+              "method": "mcmc", "sampler": {"num_warmup": 400, "num_samples": 1000}}
+    out = WORK / ("mlp-2d-quick" if quick else "mlp-2d")
+    began = time.perf_counter()
+    if not (out / "model.eqx").exists():
+        train = yaml.safe_load((ROOT / "configs" / "train" / "mlp.yaml").read_text())
+        train["data"] = config
+        if quick:
+            train["stages"] = [{"name": "map", "epochs": 300, "lr": 3e-3, "patience": 60},
+                               {"name": "vi", "epochs": 50, "lr": 1e-2, "patience": 20}]
+        train_run(train, out=out)
+    prepare = time.perf_counter() - began
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = bivariate_model(data)
+    sampler = {"num_warmup": 300, "num_samples": 500}
+    provs = {"x": WithFallback(NetworkMoments(out, family=family),  # this module's class
+                               SamplingMoments(family, **sampler))}
+    learned, compile_s, solve_s = timed_cavi(model, provs, num_draws=0)
+    banded = run_cavi(model, provs, num_draws=NUM_DRAWS, **SOLVER)
+    # NUTS as the provider: seconds per member per sweep, measured on 64 of the final eta
+    eta = learned.eta["x"][:64]
+    began = time.perf_counter()
+    mcmc_moments(family, eta, jax.random.key(0), **sampler)
+    per_eta = (time.perf_counter() - began) / len(eta)
+    joint = nuts_bivariate(data)
+    band = banded.band("mean_stats")
+    row = {"n": n, "data_and_training_seconds": prepare, "test_metrics": metrics["test"],
+           "network": {"compile_seconds": compile_s, "solve_seconds": solve_s,
+                       "iterations": learned.iterations, "converged": learned.converged,
+                       "flag_counts": learned.flag_counts["x"],
+                       "m": [float(learned.mean_stats["m1"][0]),
+                             float(learned.mean_stats["m2"][0])],
+                       "m_band": [[band[k]["lo"][0], band[k]["hi"][0]] for k in ("m1", "m2")]},
+           "nuts_provider_seconds_per_eta": per_eta,
+           "nuts_provider_estimate_seconds": per_eta * n * learned.iterations,
+           "nuts_joint": joint}
+    print(f"2-D plate N={n}: network CAVI {solve_s:.3f} s ({learned.iterations} sweeps); NUTS "
+          f"as provider ~{row['nuts_provider_estimate_seconds']:.0f} s; joint NUTS "
+          f"{joint['seconds']:.1f} s; m {row['network']['m']} vs NUTS "
+          f"{[joint[k]['mean'] for k in ('m1', 'm2')]}", flush=True)
+    return row
+
+
+def nuts_bivariate(data: dict, seed: int = 0) -> dict:
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.diagnostics import effective_sample_size
+    from numpyro.infer import MCMC, NUTS
+
+    cov = np.linalg.inv(PRECISION_2D)
+
+    def model(counts, offset):
+        m = numpyro.sample("m", dist.Normal(0.0, 10.0).expand([2]).to_event(1))
+        with numpyro.plate("member", len(counts)):
+            x = numpyro.sample("x", dist.MultivariateNormal(m + offset[:, None],
+                                                            covariance_matrix=cov))
+            numpyro.sample("y", dist.Poisson(jnp.exp(x)).to_event(1), obs=counts)
+
+    mcmc = MCMC(NUTS(model), num_warmup=1000, num_samples=1000, num_chains=4,
+                chain_method="vectorized", progress_bar=False)
+    began = time.perf_counter()
+    mcmc.run(jax.random.key(seed), data["counts"], data["offset"])
+    draws = np.asarray(mcmc.get_samples(group_by_chain=True)["m"], np.float64)
+    seconds = time.perf_counter() - began
+    out = {"seconds": seconds}
+    for k in range(2):
+        ess = float(effective_sample_size(draws[..., k]))
+        out[f"m{k + 1}"] = {"mean": float(draws[..., k].mean()),
+                            "mcse": float(draws[..., k].std() / np.sqrt(ess))}
+    return out
+
+
+def largest(n: int, route: str, run: str, exposure_range) -> dict:
+    """One size in this process: its timings and the process's peak resident memory."""
+    row = one_size(n, [route], Path(run) if run != "-" else None, exposure_range, False)
+    row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--datasets", type=int, default=None)
+    parser.add_argument("--sizes", default=None, help="comma-separated N (default 10..1e5)")
+    parser.add_argument("--largest", default="1000000", help="N for the memory run (0: none)")
+    parser.add_argument("--one", nargs=3, metavar=("N", "ROUTE", "RUN"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    real = examples.cancer_data()
+    exposure_range = (real["exposure"].min(), real["exposure"].max())
+    if args.one:
+        print("JSON", json.dumps(largest(int(args.one[0]), args.one[1], args.one[2],
+                                         exposure_range)))
+        return
+    sizes = [int(s) for s in (args.sizes or ("10,100,1000" if args.quick else
+                                             "10,100,1000,10000,100000")).split(",")]
+    num_datasets = args.datasets or (10 if args.quick else 50)
+    run = trained_run(args.quick, real, exposure_range)
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = []
+    rows.append({"data": "cancer (real, N = 301)", **one_size(
+        301, ["network", "quadrature", "gauss_hermite"], run, exposure_range, True, real)})
+    for n in sizes:
+        routes = ["network", "gauss_hermite"] + (["quadrature"] if n <= 10_000 else [])
+        rows.append({"data": "simulated", **one_size(n, routes, run, exposure_range,
+                                                     n <= (1000 if args.quick else 10_000))})
+    big = []
+    if int(args.largest):
+        for route in ("network", "gauss_hermite"):
+            done = subprocess.run(
+                [sys.executable, __file__, "--one", args.largest, route, str(run)],
+                capture_output=True, text=True, cwd=ROOT)
+            line = [x for x in done.stdout.splitlines() if x.startswith("JSON ")]
+            big.append(json.loads(line[0][5:]) if line else
+                       {"n": int(args.largest), "route": route, "error": done.stderr[-500:]})
+            print(big[-1] if not line else f"N={args.largest} {route}: peak RSS "
+                  f"{big[-1]['peak_rss_gib']:.2f} GiB", flush=True)
+    two_d = two_dimensional(args.quick, real["exposure"])
+    result = {
+        "network": {"run": str(run.relative_to(ROOT)), "test_metrics": metrics["test"],
+                    "training_seconds": metrics["training_seconds"],
+                    "num_train": metrics["num_train"]},
+        "solver": SOLVER, "rows": rows, "largest": big,
+        "coverage": coverage(run, num_datasets, real["exposure"]),
+        "two_dimensional_plate": two_d,
+    }
+    print("saved", save("plates", result))
+
+
+if __name__ == "__main__":
+    main()
