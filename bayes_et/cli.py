@@ -75,7 +75,7 @@ def _cavi(args: argparse.Namespace) -> int:
 def _print_metrics(metrics: dict, where: str) -> None:
     cover = ", ".join(f"{float(k):.0%}: {v:.3f}" for k, v in metrics["coverage"].items())
     nrmse = ", ".join(f"{k} {v:.2e}" for k, v in metrics["nrmse"].items())
-    print(f"{where}: {metrics['num_eta']} eta vs exact moments")
+    print(f"{where}: {metrics['num_eta']} eta vs {metrics.get('truth', 'exact moments')}")
     print(f"  coverage {cover}; mean z^2 {metrics['mean_z2']:.3f}; CRPS {metrics['crps']:.3g}")
     print(f"  normalised RMSE {nrmse}")
     if "rms_error_over_mcse" in metrics:

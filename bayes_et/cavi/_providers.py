@@ -392,13 +392,15 @@ class SamplingMoments(MomentProvider):
             mean[rows] = est.mu_T
             cov[rows] = np.asarray(est.cov_TT) / np.sqrt(ess[:, :, None] * ess[:, None, :])
             flags[rows] = np.where(np.asarray(est.flags) != 0, FLAG_SAMPLER, 0)
-        return mean, cov, flags
+        # float32 out: a callback's outputs are canonicalised with the calling thread's x64
+        # setting, so float64 would fail wherever x64 is off (MC error >> float32 rounding)
+        return mean.astype(np.float32), cov.astype(np.float32), flags
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
         n, k = eta.shape
         active = jnp.ones(n, bool) if active is None else active
-        shapes = (jax.ShapeDtypeStruct((n, k), jnp.float64),
-                  jax.ShapeDtypeStruct((n, k, k), jnp.float64),
+        shapes = (jax.ShapeDtypeStruct((n, k), jnp.float32),
+                  jax.ShapeDtypeStruct((n, k, k), jnp.float32),
                   jax.ShapeDtypeStruct((n,), jnp.int32))
         seed = jax.random.randint(key, (), 0, np.iinfo(np.int32).max)
         mean, cov, flags = jax.pure_callback(self._host, shapes, eta.astype(jnp.float64),

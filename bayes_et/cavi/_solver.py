@@ -267,9 +267,9 @@ def _spread_flags(providers, etas, force, key) -> tuple:
     checked = _evaluate_all(tuple(providers[i] for i in networks),
                             tuple(etas[i] for i in networks),
                             tuple(force[i] for i in networks), key, True)
-    out = [jnp.zeros(len(e), bool) for e in etas]
+    out = [np.zeros(len(e), bool) for e in etas]
     for i, moments in zip(networks, checked, strict=True):
-        out[i] = (moments.flags & FLAG_SPREAD) != 0
+        out[i] = (np.asarray(moments.flags) & FLAG_SPREAD) != 0
     return tuple(out)
 
 
@@ -409,7 +409,7 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     settings = (max_iter, float(tol), float(damping), track_elbo)
     timings = {"solve_seconds": 0.0}
     with jax.enable_x64(True):
-        force = tuple(jnp.zeros(len(e), bool) for e in model.eta0)
+        force = tuple(np.zeros(len(e), bool) for e in model.eta0)
         start = _start(model, provider_tuple, init, force)
         log_z = tuple(jnp.zeros(len(e)) for e in start)
         model, start, log_z, force = _lay_out((model, start, log_z, force))
@@ -425,16 +425,16 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                 it, etas, means, flags, change, log_z, elbo_trace, delta_trace, box = central
                 iterations += int(it)
                 visited = box if visited is None else tuple(
-                    (jnp.minimum(a[0], b[0]), jnp.maximum(a[1], b[1]))
+                    (np.minimum(a[0], b[0]), np.maximum(a[1], b[1]))
                     for a, b in zip(visited, box, strict=True))
                 elbos.append(np.asarray(elbo_trace)[: int(it) + 1])
                 deltas.append(np.asarray(delta_trace)[: int(it)])
                 spread = _spread_flags(provider_tuple, etas, force, key)
-                flags = tuple(f | jnp.where(s, FLAG_SPREAD, 0) for f, s in zip(flags, spread,
-                                                                                strict=True))
-                grown = tuple(f | (s & p.has_fallback)
+                flags = tuple(np.asarray(f) | np.where(s, FLAG_SPREAD, 0).astype(np.int32)
+                              for f, s in zip(flags, spread, strict=True))
+                grown = tuple(np.asarray(f) | (s & p.has_fallback)
                               for f, s, p in zip(force, spread, provider_tuple, strict=True))
-                if all(bool(jnp.all(g == f)) for g, f in zip(grown, force, strict=True)):
+                if all(np.array_equal(g, f) for g, f in zip(grown, force, strict=True)):
                     break
                 force, start = _lay_out((grown, etas))  # the backup answers those members
         finally:
