@@ -389,7 +389,8 @@ model = examples.grouped_poisson_lognormal(sim["counts"], sim["exposure"], sim["
 result = run_cavi(model, {"z": ExactMoments(PoissonLogNormal(), "gauss_hermite")}, tol=1e-10,
                   max_iter=1000)
 from bayes_et.cavi._solver import _lay_out
-spread = len(_lay_out(model).eta0[4].sharding.device_set)  # the plate z over the devices
+laid = _lay_out(model).eta0[4]  # the plate z, over the devices when there are several
+spread = len(laid.sharding.device_set) if isinstance(laid, jax.Array) else 1
 print(json.dumps({"devices": len(jax.devices()), "spread": spread,
                   "iterations": result.iterations,
                   **{k: np.asarray(v).tolist() for k, v in result.eta.items()}}))
