@@ -46,6 +46,17 @@ def _numbers(key: str, value) -> np.ndarray:
     return np.asarray(value)
 
 
+def _array(key: str, value) -> np.ndarray:
+    """A non-empty (nested) list of finite numbers as an array."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged
+        array = np.asarray([])
+    if array.size == 0 or array.dtype.kind not in "iuf" or not np.all(np.isfinite(array)):
+        _fail(key, value, "a non-empty list (or nested lists of one shape) of finite numbers")
+    return array
+
+
 def _data(value) -> dict[str, np.ndarray]:
     """The config's data as named arrays (`data` for a list of observations)."""
     if isinstance(value, list):
@@ -80,7 +91,7 @@ def _data(value) -> dict[str, np.ndarray]:
     if "arrays" in value:
         _known("data", value, {"arrays"})
         _known("data.arrays", value["arrays"], set(value["arrays"]))
-        return {k: _numbers(f"data.arrays.{k}", v) for k, v in value["arrays"].items()}
+        return {k: _array(f"data.arrays.{k}", v) for k, v in value["arrays"].items()}
     _fail("data", value, DATA_FORMS)
 
 
