@@ -13,7 +13,7 @@ from bayes_et import __version__
 def _run(args: argparse.Namespace) -> int:
     from bayes_et.quickstart import run_quickstart
 
-    return run_quickstart(args.config, args.out)
+    return run_quickstart(args.config, args.out, force=args.force)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -30,7 +30,8 @@ def _generate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from bayes_et.train import train_run
 
-    out = train_run(args.config, data=args.data, out=args.out, force=args.force)
+    out = train_run(args.config, data=args.data, out=args.out, force=args.force,
+                    family=args.family)
     _print_metrics(json.loads((out / "metrics.json").read_text())["test"], f"{out} (test split)")
     return 0
 
@@ -38,7 +39,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from bayes_et.train import evaluate_run
 
-    metrics, path = evaluate_run(args.run_dir, args.data, num_samples=args.num_samples)
+    metrics, path = evaluate_run(args.run_dir, args.data, num_samples=args.num_samples,
+                                 force=args.force, family=args.family)
     _print_metrics(metrics, str(path))
     return 0
 
@@ -48,7 +50,7 @@ def _cavi(args: argparse.Namespace) -> int:
 
     result, out = cavi_run(args.config, args.out, region=args.region,
                            region_num=args.region_num, region_margin=args.region_margin,
-                           progress=True)
+                           force=args.force, progress=True)
     state = "converged" if result.converged else "NOT converged"
     print(f"wrote {out}/result.json and {out}/cavi.png: {state} after {result.iterations} "
           f"sweeps ({result.timings['solve_seconds']:.2f} s)")
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", default=None,
                      help="pipeline YAML (default: the embedded configs/quickstart.yaml)")
     run.add_argument("--out", default=None, help="report folder (default: the config's out)")
+    run.add_argument("--force", action="store_true", help="replace an existing report folder")
     run.set_defaults(func=_run)
     gen = commands.add_parser("generate", help="generate a moment dataset from a YAML config")
     gen.add_argument("config", help="dataset YAML (see configs/data/)")
@@ -106,12 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", default=None, help="dataset .npz or data config .yaml "
                     "(overrides the config's data)")
     tr.add_argument("--out", default=None, help="run folder (default: runs/CONFIG-DATA)")
-    tr.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    tr.add_argument("--force", action="store_true", help="replace an existing run folder")
+    tr.add_argument("--family", default=None, metavar="MODULE:CLASS",
+                    help="the data's family when it is not built in (a file never chooses "
+                    "what is imported)")
     tr.set_defaults(func=_train)
     ev = commands.add_parser("evaluate", help="calibration of a trained run on another dataset")
     ev.add_argument("run_dir", help="run folder written by `bayes-et train`")
     ev.add_argument("--data", required=True, help="dataset .npz with exact moments available")
     ev.add_argument("--num-samples", type=int, default=64, help="weight draws (default 64)")
+    ev.add_argument("--force", action="store_true", help="replace an earlier evaluation")
+    ev.add_argument("--family", default=None, metavar="MODULE:CLASS",
+                    help="the run's family when it is not built in")
     ev.set_defaults(func=_evaluate)
     cv = commands.add_parser("cavi", help="solve a model by CAVI from a YAML config")
     cv.add_argument("config", help="CAVI YAML (see configs/cavi/)")
@@ -122,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--region-num", type=int, default=4000, help="eta in that config")
     cv.add_argument("--region-margin", type=float, default=0.05,
                     help="widen the visited box by this share of its width on each side")
+    cv.add_argument("--force", action="store_true", help="replace an existing output folder")
     cv.set_defaults(func=_cavi)
     return parser
 
@@ -134,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except ValueError as err:
-        print(f"bayes-et {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # bad input, or a file system that refuses
+        message = " ".join(str(err).split())  # one line
+        print(f"bayes-et {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

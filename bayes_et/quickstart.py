@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import os
 import time
@@ -13,10 +13,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from bayes_et.data._config import _known, read_config
+from bayes_et.settings import PipelineSettings, fail, parse, read_config
 
-KEYS = {"out", "data", "train", "slice", "cavi"}
-SLICE_KEYS = {"start", "stop", "num"}
 COVERAGE_TARGET = (0.85, 0.95)
 STAGES = ("generate", "train", "calibration", "slice", "cavi")
 
@@ -26,38 +24,31 @@ def default_config_path() -> Path:
     return Path(str(resources.files("bayes_et") / "quickstart.yaml"))
 
 
-def load_config(source: str | os.PathLike | dict | None = None) -> dict[str, Any]:
+def load_config(source: str | os.PathLike | dict | None = None) -> PipelineSettings:
     """Read and validate a pipeline config (default: the embedded one); each section is
-    checked by its own loader, so errors name the key."""
+    checked by its own settings, so errors name the key."""
     from bayes_et.cavi import load_cavi_config
     from bayes_et.data import load_data_config
     from bayes_et.expfam import build_family
-    from bayes_et.train import load_train_config
 
-    cfg = read_config(default_config_path() if source is None else source)
-    _known("", cfg, KEYS, KEYS - {"out"})
-    cfg.setdefault("out", "runs/quickstart")
-    family = build_family(load_data_config(cfg["data"])["family"])
-    if "data" in cfg["train"]:
-        raise ValueError("config key 'train.data': leave it out; the pipeline trains on 'data'")
-    load_train_config(cfg["train"])
-    _known("slice", cfg["slice"], SLICE_KEYS, SLICE_KEYS)
-    if not (isinstance(cfg["slice"]["num"], int) and cfg["slice"]["num"] >= 2):
-        raise ValueError(f"config key 'slice.num': got {cfg['slice']['num']!r}; allowed: an "
-                         "int >= 2")
-    ends = [family.validate_eta(np.asarray(cfg["slice"][k], float), f"slice.{k}")
-            for k in ("start", "stop")]
+    cfg = parse(PipelineSettings, read_config(default_config_path() if source is None
+                                              else source))
+    data = load_data_config(cfg.data)
+    family = build_family(data.family)
+    if cfg.train.data is not None:
+        fail("train.data", cfg.train.data, "nothing: the pipeline trains on 'data'")
+    ends = [family.validate_eta(np.asarray(e, float), f"slice.{k}")
+            for k, e in (("start", cfg.slice.start), ("stop", cfg.slice.stop))]
     if np.array_equal(*ends):
-        raise ValueError("config key 'slice': start and stop are the same eta; allowed: two "
-                         "different valid eta")
-    if "providers" in cfg["cavi"]:
-        raise ValueError("config key 'cavi.providers': leave it out; the pipeline's network "
-                         "answers the factor of the data's family, exact moments the others")
-    model, _, _ = load_cavi_config(cfg["cavi"])
+        fail("slice", [cfg.slice.start, cfg.slice.stop], "two different valid eta")
+    if "providers" in cfg.cavi:
+        fail("cavi.providers", cfg.cavi["providers"], "nothing: the pipeline's network "
+             "answers the factor of the data's family, exact moments the others")
+    model, _, _ = load_cavi_config(cfg.cavi)
     if not any(type(f) is type(family) for f in model.families):
-        raise ValueError(f"config key 'cavi': no factor of the model is {family.name}, the "
-                         "family the network learns")
-    return cfg
+        fail("cavi", cfg.cavi.get("example", "model"), f"a model with a {family.name} factor "
+             "(the family the network learns)")
+    return dataclasses.replace(cfg, data=data)
 
 
 def _line(start, stop, num: int) -> np.ndarray:
@@ -65,13 +56,14 @@ def _line(start, stop, num: int) -> np.ndarray:
     return start + np.linspace(0.0, 1.0, num)[:, None] * (stop - start)
 
 
-def _slice_figure(model, family, cfg: dict, path: Path) -> dict[str, float]:
+def _slice_figure(model, family, cfg, path: Path) -> dict[str, float]:
     """Predicted mu_T (mean and 90% band) against quadrature along the configured line."""
+    from bayes_et._files import save_figure
     from bayes_et.expfam import exact_moments
     from bayes_et.train import predict
-    from bayes_et.train._plots import _save, plt
+    from bayes_et.train._plots import plt
 
-    eta = _line(cfg["start"], cfg["stop"], cfg["num"])
+    eta = _line(cfg.start, cfg.stop, cfg.num)
     mean, cov = (np.asarray(a, np.float64) for a in predict(model, eta, jax.random.key(0)))
     sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
     truth = exact_moments(family, eta)[0]
@@ -96,24 +88,24 @@ def _slice_figure(model, family, cfg: dict, path: Path) -> dict[str, float]:
     fig.suptitle("Predicted versus exact moments along a line of eta "
                  f"(other eta fixed at {np.delete(eta[0], moving).tolist()})", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     z = np.abs(mean - truth) / sd
     return {"max_abs_error": float(np.max(np.abs(mean - truth))),
-            "inside_90_band": float(np.mean(z <= 1.645)), "num": int(cfg["num"])}
+            "inside_90_band": float(np.mean(z <= 1.645)), "num": int(cfg.num)}
 
 
 def _cavi(run_dir: Path, cfg: dict, family, path: Path) -> dict[str, Any]:
     from bayes_et.cavi import ExactMoments, NetworkMoments, WithFallback, run_cavi
     from bayes_et.cavi._plots import plot_cavi
-    from bayes_et.cavi._run import load_cavi_config
+    from bayes_et.cavi._run import load_cavi_config, solver_arguments
     from bayes_et.expfam import kl_divergence
 
     model, _, solver = load_cavi_config(cfg)
     providers = {n: WithFallback(NetworkMoments(run_dir), ExactMoments(f))
                  for n, f in zip(model.names, model.families, strict=True)
                  if type(f) is type(family)}
-    settings = {k: v for k, v in solver.items() if k != "seed"}
-    key = jax.random.key(solver["seed"])
+    settings = solver_arguments(solver)
+    key = jax.random.key(solver.seed)
     learned = run_cavi(model, providers, key=key, **settings)
     exact = run_cavi(model, key=key, **{**settings, "num_draws": 0})
     plot_cavi(learned, dict(zip(model.names, model.families, strict=True)), path,
@@ -153,7 +145,7 @@ def _report(summary: dict, metrics: dict, cfg: dict, family) -> str:
         "", "## Summary", "", _table(summary), "",
         "## 1. Data", "",
         f"{summary['generate']['num_eta']} eta by {summary['generate']['method']} "
-        f"({summary['generate']['seconds']:.1f} s), box `{cfg['data']['eta'].get('box')}`.", "",
+        f"({summary['generate']['seconds']:.1f} s), box `{cfg.data.eta.box}`.", "",
         "## 2. Training (MAP, then VI on the widths)", "",
         f"{metrics['epochs']} epochs in {metrics['training_seconds']:.1f} s on "
         f"{metrics['num_train']} eta; {metrics['parameters']['total']} parameters; calibration "
@@ -176,7 +168,7 @@ def _report(summary: dict, metrics: dict, cfg: dict, family) -> str:
         "## 5. CAVI with the network (quartic prior on mu)", "",
         f"{'Converged' if cavi['converged'] else 'NOT converged'} in {cavi['iterations']} "
         f"sweeps ({cavi['seconds']['solve_seconds']:.2f} s; with "
-        f"{cfg['cavi'].get('solver', {}).get('num_draws', 0)} function draws "
+        f"{cfg.cavi.get('solver', {}).get('num_draws', 0)} function draws "
         f"{cavi['seconds'].get('draws_seconds', 0):.2f} s). KL(q_net || q_quadrature): "
         + ", ".join(f"{k} {v:.1e}" for k, v in cavi["kl"].items()) + "."
         + (f" Flags: {_flag_text(cavi['flags'])}; the fallback (quadrature) answered where "
@@ -223,61 +215,64 @@ def _table(summary: dict) -> str:
 
 
 def run_quickstart(config: str | os.PathLike | dict | None = None,
-                   out: str | os.PathLike | None = None) -> int:
-    """Run the pipeline; write OUT/report.md with its figures and print a summary."""
-    from bayes_et.data import generate, load_data_config, load_dataset
+                   out: str | os.PathLike | None = None, *, force: bool = False) -> int:
+    """Run the pipeline; write the folder OUT whole (report.md with its figures, data.npz,
+    the training run in run/, summary.json) and print a summary. An existing OUT is
+    replaced only with `force` (its data.npz is reused when it came from the same config);
+    a killed run resumes from its staging folder."""
+    from bayes_et._files import run_folder, write_json, write_text
+    from bayes_et.data import load_dataset
+    from bayes_et.data._generate import generate_into
     from bayes_et.expfam import build_family
     from bayes_et.train import load_run, train_run
-    from bayes_et.train._run import _write_text
 
     cfg = load_config(config)
-    out = Path(out or cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    began, summary = time.perf_counter(), {}
+    out = Path(out or cfg.out)
+    previous = out / "data.npz"
+    with run_folder(out, force=force) as folder:
+        began, summary = time.perf_counter(), {}
 
-    def stage(i: int, text: str) -> float:
-        print(f"[{i}/{len(STAGES)}] {text}", flush=True)
-        return time.perf_counter()
+        def stage(i: int, text: str) -> float:
+            print(f"[{i}/{len(STAGES)}] {text}", flush=True)
+            return time.perf_counter()
 
-    t = stage(1, f"generating {cfg['data']['eta']['num']} eta of {cfg['data']['family']}")
-    data_path = out / "data.npz"
-    dataset = load_dataset(data_path) if data_path.exists() else None
-    if dataset is None or dataset.metadata.get("config") != load_data_config(cfg["data"]):
-        # absent: generate (resuming an interrupted run); from another config: replace
-        generate(cfg["data"], data_path, resume=dataset is None, force=dataset is not None)
+        t = stage(1, f"generating {cfg.data.eta.num} eta of {cfg.data.family}")
+        data_path = folder / "data.npz"
+        if previous.is_file() and not data_path.exists():
+            os.link(previous, data_path)  # generate_into keeps it if from the same config
+        generate_into(cfg.data, data_path)
         dataset = load_dataset(data_path)
-    family = build_family(dataset.metadata["family"])
-    summary["generate"] = {"num_eta": len(dataset), "method": dataset.metadata["method"],
-                           "seconds": time.perf_counter() - t}
+        family = build_family(cfg.data.family)
+        summary["generate"] = {"num_eta": len(dataset), "method": dataset.metadata["method"],
+                               "seconds": time.perf_counter() - t}
 
-    t = stage(2, f"training {cfg['train']['architecture']} (MAP, then VI)")
-    run_dir = train_run(copy.deepcopy(cfg["train"]), data=str(data_path), out=out / "run",
-                        force=True)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    summary["train"] = {"architecture": metrics["architecture"], "epochs": metrics["epochs"],
-                        "seconds": time.perf_counter() - t}
-    for name in ("learning_curves.png", "calibration.png"):
-        (out / name).write_bytes((run_dir / name).read_bytes())
+        t = stage(2, f"training {cfg.train.architecture} (MAP, then VI)")
+        run_dir = train_run(cfg.train, data=str(data_path), out=folder / "run", force=True)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        summary["train"] = {"architecture": metrics["architecture"],
+                            "epochs": metrics["epochs"], "seconds": time.perf_counter() - t}
+        for name in ("learning_curves.png", "calibration.png"):
+            (folder / name).write_bytes((run_dir / name).read_bytes())
 
-    t = stage(3, "calibration on held-out eta against quadrature (from the run)")
-    coverage_90 = metrics["test"]["coverage"]["0.9"]
-    summary["calibration"] = {
-        "coverage_90": coverage_90, "mean_z2": metrics["test"]["mean_z2"],
-        "ok": COVERAGE_TARGET[0] <= coverage_90 <= COVERAGE_TARGET[1],
-        "seconds": time.perf_counter() - t}
+        t = stage(3, "calibration on held-out eta against quadrature (from the run)")
+        coverage_90 = metrics["test"]["coverage"]["0.9"]
+        summary["calibration"] = {
+            "coverage_90": coverage_90, "mean_z2": metrics["test"]["mean_z2"],
+            "ok": COVERAGE_TARGET[0] <= coverage_90 <= COVERAGE_TARGET[1],
+            "seconds": time.perf_counter() - t}
 
-    t = stage(4, "predicted versus exact moments along a line of eta")
-    model, _ = load_run(run_dir)
-    summary["slice"] = {**_slice_figure(model, family, cfg["slice"], out / "slice.png"),
-                        "seconds": time.perf_counter() - t}
+        t = stage(4, "predicted versus exact moments along a line of eta")
+        model, _ = load_run(run_dir)
+        summary["slice"] = {**_slice_figure(model, family, cfg.slice, folder / "slice.png"),
+                            "seconds": time.perf_counter() - t}
 
-    t = stage(5, "CAVI with network providers and function draws")
-    summary["cavi"] = _cavi(run_dir, cfg["cavi"], family, out / "cavi.png")
-    summary["cavi"]["stage_seconds"] = time.perf_counter() - t
-    summary["seconds_total"] = time.perf_counter() - began
+        t = stage(5, "CAVI with network providers and function draws")
+        summary["cavi"] = _cavi(run_dir, cfg.cavi, family, folder / "cavi.png")
+        summary["cavi"]["stage_seconds"] = time.perf_counter() - t
+        summary["seconds_total"] = time.perf_counter() - began
 
-    _write_text(out / "report.md", _report(summary, metrics, cfg, family))
-    _write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
+        write_text(folder / "report.md", _report(summary, metrics, cfg, family))
+        write_json(folder / "summary.json", summary)
     width = max(len(r[1]) for r in _summary_rows(summary))
     print(f"\n{'stage':<12} {'result':<{width}} {'seconds':>8}")
     for a, b, c in _summary_rows(summary):

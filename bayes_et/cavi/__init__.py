@@ -3,8 +3,8 @@
 from . import examples
 from ._model import CAVIModel, Factor, Model, Stat, model_from_config
 from ._providers import (
-    FLAG_NAMES,
     ExactMoments,
+    MomentFlag,
     MomentProvider,
     NetworkMoments,
     SamplingMoments,
@@ -15,7 +15,7 @@ from ._run import cavi_run, load_cavi_config
 from ._solver import CAVIResult, run_cavi
 
 __all__ = [
-    "FLAG_NAMES", "CAVIModel", "CAVIResult", "ExactMoments", "Factor", "Model",
+    "CAVIModel", "CAVIResult", "ExactMoments", "Factor", "Model", "MomentFlag",
     "MomentProvider", "NetworkMoments", "SamplingMoments", "Stat", "WithFallback", "cavi_run",
     "examples", "flag_names",
     "load_cavi_config", "model_from_config", "run_cavi",

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayes_et._files import save_figure
 from bayes_et.expfam import ExponentialFamily
 from bayes_et.expfam._quadrature import _coarse_grid
-from bayes_et.train._plots import _save, plt
+from bayes_et.train._plots import plt
 
 GRID = 400
 KEEP_NATS = 12.0
@@ -77,7 +78,7 @@ def plot_cavi(result, families: dict[str, ExponentialFamily], path: Path,
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_plate(ax, result, name: str, family: ExponentialFamily) -> None:

@@ -10,6 +10,8 @@ predictive covariance, or the Monte-Carlo error cov_TT / ESS; it is computed onl
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import os
 from typing import ClassVar, NamedTuple
 
@@ -20,39 +22,37 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from bayes_et.et import AbstractET
-from bayes_et.expfam import ExponentialFamily, build_family
+from bayes_et.expfam import ExponentialFamily, family_from_record
 from bayes_et.expfam._laplace import laplace_moments_at
 from bayes_et.expfam._quadrature import moments_at
+from bayes_et.settings import NetworkSettings, SamplerSettings, parse
 from bayes_et.train import TrainedET, load_run
 from bayes_et.train._predictive import misfit_offsets
 
-FLAG_OUTSIDE = 1
-"""The eta lies outside the network's training region."""
-FLAG_SPREAD = 2
-"""The network's predictive spread passes its threshold."""
-FLAG_FALLBACK = 4
-"""The answer came from the fallback provider."""
-FLAG_SAMPLER = 8
-"""The sampler's convergence diagnostics (R-hat, ESS) failed."""
-FLAG_BACKOFF = 16
-"""A CAVI update left the natural-parameter space and was shortened."""
-FLAG_STUCK = 32
-"""No shortened update was valid: eta was kept."""
-FLAG_NONFINITE = 64
-"""The provider's answer was NaN or infinite."""
+
+class MomentFlag(enum.IntFlag):
+    """Why an answer deserves a second look (bitwise; 0: none)."""
+
+    OUTSIDE_TRAINING_REGION = 1  # the eta lies outside the network's training region
+    WIDE_PREDICTIVE_SPREAD = 2  # the network's predictive spread passes its threshold
+    ANSWERED_BY_FALLBACK = 4  # the answer came from the fallback provider
+    SAMPLER_DIAGNOSTICS = 8  # the sampler's R-hat or ESS failed
+    UPDATE_SHORTENED = 16  # a CAVI update left the natural-parameter space and was shortened
+    UPDATE_REJECTED = 32  # no shortened update was valid: eta was kept
+    NON_FINITE = 64  # the provider's answer was NaN or infinite
+
+
 REGION_RTOL = 1e-6
-FLAG_NAMES = {FLAG_OUTSIDE: "outside_training_region", FLAG_SPREAD: "wide_predictive_spread",
-              FLAG_FALLBACK: "answered_by_fallback", FLAG_SAMPLER: "sampler_diagnostics",
-              FLAG_BACKOFF: "update_shortened", FLAG_STUCK: "update_rejected",
-              FLAG_NONFINITE: "non_finite"}
-NEEDS_BACKUP = FLAG_OUTSIDE | FLAG_SPREAD | FLAG_NONFINITE
+NEEDS_BACKUP = (MomentFlag.OUTSIDE_TRAINING_REGION | MomentFlag.WIDE_PREDICTIVE_SPREAD
+                | MomentFlag.NON_FINITE)
+_NETWORK = NetworkSettings  # defaults of the network provider's options
 MEMBER_BLOCK = 4096  # eta per block in sequential maps: bounds memory for large plates
 BACKUP_BLOCK = 64  # flagged members the backup answers per pass
 
 
 def flag_names(bits: int) -> list[str]:
     """The names of the flags set in `bits`."""
-    return [name for bit, name in FLAG_NAMES.items() if int(bits) & bit]
+    return [flag.name.lower() for flag in MomentFlag if int(bits) & flag]
 
 
 class Moments(NamedTuple):
@@ -138,7 +138,8 @@ def _zeros_flags(n: int):
 
 
 def _nonfinite(mean) -> Int[Array, " n"]:
-    return jnp.where(jnp.all(jnp.isfinite(mean), axis=-1), 0, FLAG_NONFINITE).astype(jnp.int32)
+    finite = jnp.all(jnp.isfinite(mean), axis=-1)
+    return jnp.where(finite, 0, MomentFlag.NON_FINITE).astype(jnp.int32)
 
 
 ROUTES = ("auto", "closed_form", "quadrature", "gauss_hermite")
@@ -244,21 +245,24 @@ class NetworkMoments(MomentProvider):
     max_spread: float = eqx.field(static=True)
     square_of: tuple[tuple[int, int], ...] = eqx.field(static=True)
 
-    def __init__(self, source: str | os.PathLike | TrainedET, *, num_samples: int = 64,
-                 max_spread: float = 0.1, margin: float = 0.0,
-                 family: ExponentialFamily | None = None,
+    def __init__(self, source: str | os.PathLike | TrainedET, *,
+                 num_samples: int = _NETWORK.num_samples,
+                 max_spread: float = _NETWORK.max_spread, margin: float = _NETWORK.margin,
+                 family: ExponentialFamily | str | None = None,
                  training_region: tuple | None = None, key: PRNGKeyArray | None = None,
                  squares: bool | None = None):
         """`source`: a run folder written by `bayes-et train`, or a TrainedET (then give
-        `family` and, to get region flags, `training_region` = (eta_min, eta_max))."""
+        `family` and, to get region flags, `training_region` = (eta_min, eta_max)). A run
+        folder must record `family` when it is given (name and arguments); a family that is
+        not built in must be given."""
         if isinstance(source, TrainedET):
             model, hyperparams = source, {}
+            if not isinstance(family, ExponentialFamily):
+                raise ValueError("NetworkMoments: give family=... for a model without a run "
+                                 "folder")
         else:
-            model, hyperparams = load_run(source)
-        if family is None and "family" in hyperparams:
-            family = build_family(hyperparams["family"])
-        if family is None:
-            raise ValueError("NetworkMoments: give family=... for a model without a run folder")
+            model, hyperparams = load_run(source, family)
+            family = family_from_record(hyperparams["family"], family, f"{source}: family")
         if family.eta_dim != model.net.eta_dim:
             raise ValueError(f"NetworkMoments: the network maps {model.net.eta_dim}-dim eta; "
                              f"{family.name} has {family.eta_dim}")
@@ -267,15 +271,8 @@ class NetworkMoments(MomentProvider):
             training_region = (region["eta_min"], region["eta_max"])
         lo, hi = (np.full(family.eta_dim, -np.inf), np.full(family.eta_dim, np.inf)) \
             if training_region is None else (np.asarray(a, np.float64) for a in training_region)
-        if isinstance(num_samples, bool) or not (isinstance(num_samples, int)
-                                                  and num_samples >= 2):
-            raise ValueError(f"NetworkMoments: num_samples={num_samples!r}; allowed: an int >= 2")
-        for name, value, ok in (("max_spread", max_spread, lambda v: v > 0),
-                                ("margin", margin, lambda v: v >= 0)):
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not (number and np.isfinite(value) and ok(value)):
-                raise ValueError(f"NetworkMoments: {name}={value!r}; allowed: a finite number "
-                                 + ("> 0" if name == "max_spread" else ">= 0"))
+        parse(NetworkSettings, {"network": str(source), "num_samples": num_samples,
+                                "max_spread": max_spread, "margin": margin}, "network")
         # widen by margin x width, and by a float32 rounding allowance (degenerate boxes)
         finite = np.isfinite(lo) & np.isfinite(hi)
         pad = margin * np.where(finite, hi - lo, 0.0) + REGION_RTOL * (
@@ -290,7 +287,7 @@ class NetworkMoments(MomentProvider):
         self.max_spread = float(max_spread)
         names = family.flat_names
         if squares is None:  # a convex potential's mu is already a gradient: keep it whole
-            squares = not hasattr(model.net, "log_partition")
+            squares = not model.net.has_log_partition
         self.square_of = tuple((names.index(b), names.index(a))
                                for b, a in family.squares.items()) if squares else ()
 
@@ -327,19 +324,21 @@ class NetworkMoments(MomentProvider):
         dev = eqx.filter_vmap(lambda net: net(eta))(self.nets) - self.model.net(eta)
         cov = c**2 * (dev.T @ dev / self.num_samples + jnp.diag(self.model.misfit_variance))
         spread = jnp.sqrt(jnp.diagonal(cov)) / self.model.net.scaler.mu_scale
-        return value, cov, jnp.where(jnp.max(spread) > self.max_spread, FLAG_SPREAD, 0)
+        wide = jnp.max(spread) > self.max_spread
+        return value, cov, jnp.where(wide, MomentFlag.WIDE_PREDICTIVE_SPREAD, 0)
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
         value, cov, spread = _block_map(lambda e: self._one(e, draw, full),
                                         eta.astype(jnp.float32))
         outside = jnp.any((eta < self.eta_min) | (eta > self.eta_max), axis=-1)
-        flags = jnp.where(outside, FLAG_OUTSIDE, 0) | spread | _nonfinite(value)
+        flags = (jnp.where(outside, MomentFlag.OUTSIDE_TRAINING_REGION, 0) | spread
+                 | _nonfinite(value))
         value = value.astype(eta.dtype)
         return Moments(value, None if cov is None else cov.astype(eta.dtype),
                        flags.astype(jnp.int32))
 
     def log_partition(self, eta, draw):
-        if not hasattr(self.model.net, "log_partition"):
+        if not self.model.net.has_log_partition:
             return None
 
         def one(e):
@@ -361,16 +360,16 @@ class SamplingMoments(MomentProvider):
     family: ExponentialFamily = eqx.field(static=True)
     settings: tuple = eqx.field(static=True)
 
-    def __init__(self, family: ExponentialFamily, **sampler):
-        """`sampler`: keyword arguments of mcmc_moments (num_chains, num_warmup, ...)."""
-        from bayes_et.data._config import SAMPLER_DEFAULTS
-
-        unknown = set(sampler) - set(SAMPLER_DEFAULTS)
-        if unknown:
-            raise ValueError(f"SamplingMoments: unknown sampler setting(s) {sorted(unknown)}; "
-                             f"allowed: {sorted(SAMPLER_DEFAULTS)}")
+    def __init__(self, family: ExponentialFamily,
+                 sampler: SamplerSettings | dict | None = None, **options):
+        """`sampler`: SamplerSettings (or a dict of them); `options`: the same by keyword
+        (num_chains, num_warmup, ...). Checked here, not inside the solve."""
+        merged = {**({} if sampler is None else
+                     dataclasses.asdict(sampler) if isinstance(sampler, SamplerSettings)
+                     else dict(sampler)), **options}
         self.family = family
-        self.settings = tuple(sorted({**SAMPLER_DEFAULTS, **sampler}.items()))
+        self.settings = tuple(sorted(dataclasses.asdict(
+            parse(SamplerSettings, merged, "sampler")).items()))
 
     @property
     def integrable(self) -> bool:
@@ -391,7 +390,7 @@ class SamplingMoments(MomentProvider):
             ess = np.asarray(est.ess, np.float64)
             mean[rows] = est.mu_T
             cov[rows] = np.asarray(est.cov_TT) / np.sqrt(ess[:, :, None] * ess[:, None, :])
-            flags[rows] = np.where(np.asarray(est.flags) != 0, FLAG_SAMPLER, 0)
+            flags[rows] = np.where(np.asarray(est.flags) != 0, MomentFlag.SAMPLER_DIAGNOSTICS, 0)
         # float32 out: a callback's outputs are canonicalised with the calling thread's x64
         # setting, so float64 would fail wherever x64 is off (MC error >> float32 rounding)
         return mean.astype(np.float32), cov.astype(np.float32), flags
@@ -449,7 +448,7 @@ class WithFallback(MomentProvider):
             second = self.backup.evaluate(rows, draw, key, full=full, active=rows_active)
             cov = second.cov if second.cov is not None else jnp.zeros((len(rows), k, k),
                                                                        rows.dtype)
-            return (second.mean, second.flags | FLAG_FALLBACK,
+            return (second.mean, second.flags | MomentFlag.ANSWERED_BY_FALLBACK,
                     cov if first.cov is not None else jnp.zeros((0,)))
 
         if first.cov is None:

@@ -20,18 +20,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
+from bayes_et.settings import SolverSettings, parse
+
 from ._model import CAVIModel, Model
 from ._providers import (
-    FLAG_BACKOFF,
-    FLAG_NAMES,
-    FLAG_SPREAD,
-    FLAG_STUCK,
     ExactMoments,
+    MomentFlag,
     MomentProvider,
     flag_names,
 )
 
 MAX_HALVINGS = 30
+_SOLVER = SolverSettings()  # the defaults
 MAX_FALLBACK_ROUNDS = 4
 BAND = (0.05, 0.95)
 
@@ -147,7 +147,8 @@ def _shortened_step(family, old, target, damping):
         lambda c: (~valid(c[0])) & (c[1] < MAX_HALVINGS), shorten,
         (jnp.asarray(1.0 - damping, old.dtype), jnp.int32(0)))
     ok = valid(alpha)
-    bits = jnp.where(halvings > 0, FLAG_BACKOFF, 0) | jnp.where(ok, 0, FLAG_STUCK)
+    bits = (jnp.where(halvings > 0, MomentFlag.UPDATE_SHORTENED, 0)
+            | jnp.where(ok, 0, MomentFlag.UPDATE_REJECTED))
     return jnp.where(ok, old + alpha * step, old), bits.astype(jnp.int32)
 
 
@@ -201,7 +202,7 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key, max_ite
                                                          moments.mean, salt + n)
             etas[i], means[i] = new, moments.mean
             box[i] = (jnp.minimum(box[i][0], new.min(0)), jnp.maximum(box[i][1], new.max(0)))
-            new_flags.append(moments.flags | bits | (flags[i] & FLAG_BACKOFF))
+            new_flags.append(moments.flags | bits | (flags[i] & MomentFlag.UPDATE_SHORTENED))
         if progress:
             jax.debug.callback(_progress_update, it + 1, change)
         etas, means = tuple(etas), tuple(means)
@@ -269,7 +270,7 @@ def _spread_flags(providers, etas, force, key) -> tuple:
                             tuple(force[i] for i in networks), key, True)
     out = [np.zeros(len(e), bool) for e in etas]
     for i, moments in zip(networks, checked, strict=True):
-        out[i] = (np.asarray(moments.flags) & FLAG_SPREAD) != 0
+        out[i] = (np.asarray(moments.flags) & MomentFlag.WIDE_PREDICTIVE_SPREAD) != 0
     return tuple(out)
 
 
@@ -351,13 +352,11 @@ def _start(model: CAVIModel, providers, init, force) -> tuple:
 
 def _converged(change, flags, tol: float):
     """Converged: the last change is within tol and no update was rejected (per run)."""
-    stuck = sum(np.any(np.asarray(f) & FLAG_STUCK, axis=-1) for f in flags)
+    stuck = sum(np.any(np.asarray(f) & MomentFlag.UPDATE_REJECTED, axis=-1) for f in flags)
     return (np.asarray(change) <= tol) & ~np.asarray(stuck, bool)
 
 
 def _num_draws(providers, num_draws: int) -> int:
-    if isinstance(num_draws, bool) or not (isinstance(num_draws, int) and num_draws >= 0):
-        raise ValueError(f"num_draws={num_draws!r}; allowed: an int >= 0")
     samples = [p.num_draws for p in providers if p.num_draws]
     if num_draws and not samples:
         raise ValueError("num_draws > 0 needs at least one NetworkMoments provider "
@@ -368,22 +367,11 @@ def _num_draws(providers, num_draws: int) -> int:
     return num_draws
 
 
-def _check_settings(max_iter, tol, damping):
-    if isinstance(max_iter, bool) or not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"max_iter={max_iter!r}; allowed: an int >= 1")
-    for name, value, ok, allowed in (("tol", tol, lambda v: v >= 0, "a number >= 0"),
-                                     ("damping", damping, lambda v: 0 <= v < 1,
-                                      "a number in [0, 1)")):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (number and np.isfinite(value) and ok(value)):
-            raise ValueError(f"{name}={value!r}; allowed: {allowed}")
-
-
 def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None = None, *,
-             max_iter: int = 100, tol: float = 1e-6, damping: float = 0.0,
-             init: dict[str, Any] | None = None, num_draws: int = 0,
-             key: PRNGKeyArray | None = None, track_elbo: bool = True,
-             progress: bool = False) -> CAVIResult:
+             max_iter: int = _SOLVER.max_iter, tol: float = _SOLVER.tol,
+             damping: float = _SOLVER.damping, init: dict[str, Any] | None = None,
+             num_draws: int = _SOLVER.num_draws, key: PRNGKeyArray | None = None,
+             track_elbo: bool = _SOLVER.track_elbo, progress: bool = False) -> CAVIResult:
     """Mean-field CAVI to a fixed point, in float64.
 
     providers: factor name -> MomentProvider (default: ExactMoments of the factor's
@@ -401,7 +389,8 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     model = model.build() if isinstance(model, Model) else model
     if not isinstance(model, CAVIModel):
         raise ValueError(f"model: expected a CAVIModel or Model; got {type(model).__name__}")
-    _check_settings(max_iter, tol, damping)
+    parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
+                           "num_draws": num_draws, "track_elbo": bool(track_elbo)}, "solver")
     provider_tuple = _provider_tuple(model, providers)
     num_draws = _num_draws(provider_tuple, num_draws)
     track_elbo = bool(track_elbo) and all(p.integrable for p in provider_tuple)
@@ -430,7 +419,8 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                 elbos.append(np.asarray(elbo_trace)[: int(it) + 1])
                 deltas.append(np.asarray(delta_trace)[: int(it)])
                 spread = _spread_flags(provider_tuple, etas, force, key)
-                flags = tuple(np.asarray(f) | np.where(s, FLAG_SPREAD, 0).astype(np.int32)
+                wide = int(MomentFlag.WIDE_PREDICTIVE_SPREAD)
+                flags = tuple(np.asarray(f) | np.where(s, wide, 0).astype(np.int32)
                               for f, s in zip(flags, spread, strict=True))
                 grown = tuple(np.asarray(f) | (s & p.has_fallback)
                               for f, s, p in zip(force, spread, provider_tuple, strict=True))
@@ -469,8 +459,8 @@ def _result(model, etas, means, flags, change, box, iterations, elbos, deltas, t
 
     names = model.names
     bits = {n: np.asarray(f) for n, f in zip(names, flags, strict=True)}
-    counts = {n: {name: int(np.count_nonzero(b & bit)) for bit, name in FLAG_NAMES.items()
-                  if np.any(b & bit)} for n, b in bits.items()}
+    counts = {n: {flag.name.lower(): int(np.count_nonzero(b & flag)) for flag in MomentFlag
+                  if np.any(b & flag)} for n, b in bits.items()}
     union = {n: flag_names(np.bitwise_or.reduce(b)) for n, b in bits.items()}
     elbo = np.concatenate([elbos[0]] + [e[1:] for e in elbos[1:]])
     return CAVIResult(

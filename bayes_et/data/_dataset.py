@@ -1,17 +1,30 @@
-"""The dataset file: .npz arrays plus a JSON metadata string. No pickle; atomic writes."""
+"""The dataset file: .npz arrays plus a JSON metadata string. No pickle; atomic writes;
+checked on load (shapes, types, metadata), bad rows flagged and counted, never trained on."""
 
 from __future__ import annotations
 
+import enum
 import json
 import os
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bayes_et._files import write_npz
+
 ARRAYS = ("eta", "mu_T", "cov_TT", "ess", "rhat", "flags")
+
+
+class DataFlag(enum.IntFlag):
+    """Why a row of a dataset is left out of training (0: it passed)."""
+
+    RHAT = 1  # R-hat above the gate after the re-runs
+    ESS = 2  # effective sample size below the gate after the re-runs
+    NONFINITE = 4  # the sampler produced NaN or inf
+    INVALID = 8  # found on load: NaN/inf values, ess <= 0, or eta outside the family's space
 
 
 @dataclass(frozen=True)
@@ -41,37 +54,79 @@ class Dataset:
         return Dataset(*arrays, metadata=metadata if metadata is not None else parts[0].metadata)
 
 
-def atomic_write_npz(path: str | os.PathLike, **arrays) -> Path:
-    """np.savez to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_dataset(path: str | os.PathLike, dataset: Dataset) -> Path:
     """Write `dataset` atomically as .npz: its arrays plus metadata as a JSON string."""
     arrays = {name: np.asarray(getattr(dataset, name)) for name in ARRAYS}
-    return atomic_write_npz(path, **arrays, metadata=np.array(json.dumps(dataset.metadata)))
+    return write_npz(path, **arrays, metadata=np.array(json.dumps(dataset.metadata)))
 
 
-def load_dataset(path: str | os.PathLike) -> Dataset:
-    """Read a dataset file (no pickle is ever loaded)."""
+def load_dataset(path: str | os.PathLike, *, check: bool = True) -> Dataset:
+    """Read a dataset file (no pickle is ever loaded). A truncated or foreign file, garbled
+    metadata or arrays of inconsistent shapes are refused with a ValueError; with `check`,
+    rows with NaN/inf values or ess <= 0 are flagged INVALID (and counted in
+    metadata['invalid_rows']), so no split ever trains on them."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"load_dataset: no such file {str(path)!r}")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [n for n in (*ARRAYS, "metadata") if n not in data.files]
-        if missing:
-            raise ValueError(f"load_dataset: {path} lacks arrays {missing}")
-        return Dataset(*(data[n] for n in ARRAYS), metadata=json.loads(str(data["metadata"])))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [n for n in (*ARRAYS, "metadata") if n not in data.files]
+            if missing:
+                raise ValueError(f"load_dataset: {path} lacks arrays {missing} (not a "
+                                 "bayes_et dataset)")
+            arrays = {n: data[n] for n in ARRAYS}
+            text = str(data["metadata"])
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise ValueError(f"load_dataset: {path} is truncated or not an .npz file "
+                         f"({type(err).__name__}: {err})") from None
+    try:
+        metadata = json.loads(text)
+    except ValueError:
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"load_dataset: {path} has garbled metadata (not a JSON mapping)")
+    dataset = Dataset(**_checked_shapes(path, arrays), metadata=metadata)
+    return flag_invalid_rows(dataset) if check else dataset
+
+
+def _checked_shapes(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    eta = arrays["eta"]
+    if eta.ndim != 2 or eta.dtype.kind != "f" or eta.shape[1] == 0:
+        raise ValueError(f"load_dataset: {path}: eta has shape {eta.shape} and dtype "
+                         f"{eta.dtype}; allowed: floats of shape (n, k)")
+    n, k = eta.shape
+    expected = {"mu_T": (n, k), "cov_TT": (n, k, k), "ess": (n, k), "rhat": (n, k),
+                "flags": (n,)}
+    for name, shape in expected.items():
+        array = arrays[name]
+        kind = "iu" if name == "flags" else "f"
+        if array.shape != shape or array.dtype.kind not in kind:
+            raise ValueError(f"load_dataset: {path}: {name} has shape {array.shape} and dtype "
+                             f"{array.dtype}; allowed: shape {shape} of "
+                             f"{'integers' if name == 'flags' else 'floats'} (n = {n} eta)")
+    arrays["flags"] = arrays["flags"].astype(np.int32)
+    return arrays
+
+
+def flag_invalid_rows(dataset: Dataset, family=None) -> Dataset:
+    """Flag rows with NaN/inf in eta, mu_T or cov_TT, NaN or ess <= 0, or (given
+    `family`) eta outside its natural-parameter space; counts go to
+    metadata['invalid_rows']."""
+    finite = (np.isfinite(dataset.eta).all(1) & np.isfinite(dataset.mu_T).all(1)
+              & np.isfinite(dataset.cov_TT).all((1, 2)))
+    ess_ok = ~np.isnan(dataset.ess).any(1) & (dataset.ess > 0).all(1)
+    counts = {"non_finite": int(np.count_nonzero(~finite)),
+              "ess_not_positive": int(np.count_nonzero(~ess_ok))}
+    bad = ~finite | ~ess_ok
+    if family is not None:
+        eta = np.where(finite[:, None], dataset.eta, 0.0)
+        valid = np.asarray(family.is_valid_eta(eta)) & finite
+        counts["eta_outside_space"] = int(np.count_nonzero(finite & ~valid))
+        bad |= ~valid
+    flags = np.where(bad, dataset.flags | DataFlag.INVALID, dataset.flags).astype(np.int32)
+    metadata = {**dataset.metadata, "invalid_rows": {**counts, "total": int(bad.sum())}}
+    return Dataset(dataset.eta, dataset.mu_T, dataset.cov_TT, dataset.ess, dataset.rhat,
+                   flags, metadata=metadata)
 
 
 def split_dataset(
@@ -93,4 +148,5 @@ def split_dataset(
     return tuple(dataset.take(np.sort(rows[a:b])) for a, b in pairs)
 
 
-__all__ = ["Dataset", "load_dataset", "save_dataset", "split_dataset"]
+__all__ = ["DataFlag", "Dataset", "flag_invalid_rows", "load_dataset", "save_dataset",
+           "split_dataset"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -14,13 +15,15 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from bayes_et._files import check_output_file, write_text
 from bayes_et._versions import package_versions
 from bayes_et.expfam import ExponentialFamily, build_family, exact_moments, family_spec
+from bayes_et.settings import DataSettings, as_dict
 
 from ._config import box_arrays, load_data_config
-from ._dataset import Dataset, load_dataset, save_dataset
+from ._dataset import DataFlag, Dataset, load_dataset, save_dataset
 from ._design import design_eta
-from ._mcmc import FLAG_ESS, FLAG_NONFINITE, FLAG_RHAT, mcmc_moments
+from ._mcmc import mcmc_moments
 
 FORMAT = "bayes_et.dataset/1"
 
@@ -39,9 +42,10 @@ def resolve_method(family: ExponentialFamily, method: str) -> str:
     return method
 
 
-def _moments(family, method, eta, ids, cfg) -> Dataset:
+def _moments(family, method, eta, ids, cfg: DataSettings) -> Dataset:
     if method == "mcmc":
-        est = mcmc_moments(family, eta, jax.random.key(cfg["seed"]), eta_ids=ids, **cfg["sampler"])
+        est = mcmc_moments(family, eta, jax.random.key(cfg.seed), eta_ids=ids,
+                           **dataclasses.asdict(cfg.sampler))
         return Dataset(eta, est.mu_T, est.cov_TT, est.ess, est.rhat, est.flags)
     mu, cov = exact_moments(family, eta)
     k = family.eta_dim
@@ -54,14 +58,14 @@ def _counts(flags: np.ndarray) -> dict[str, Any]:
         "n": int(flags.size),
         "flagged": int(np.count_nonzero(flags)),
         "flagged_fraction": float(np.count_nonzero(flags) / max(flags.size, 1)),
-        "flagged_rhat": int(np.count_nonzero(flags & FLAG_RHAT)),
-        "flagged_ess": int(np.count_nonzero(flags & FLAG_ESS)),
-        "flagged_nonfinite": int(np.count_nonzero(flags & FLAG_NONFINITE)),
+        "flagged_rhat": int(np.count_nonzero(flags & DataFlag.RHAT)),
+        "flagged_ess": int(np.count_nonzero(flags & DataFlag.ESS)),
+        "flagged_nonfinite": int(np.count_nonzero(flags & DataFlag.NONFINITE)),
     }
 
 
 def generate(
-    config: str | Path | dict,
+    config: str | Path | dict | DataSettings,
     out: str | Path,
     *,
     resume: bool = False,
@@ -72,48 +76,59 @@ def generate(
 
     Work proceeds in chunks saved under ``OUT.parts/``; after an interrupt, `resume=True`
     continues from the finished chunks and yields the same arrays as an uninterrupted run
-    (every eta's sampler keys depend only on the seed and the eta's index). With several
-    hosts (`jax.distributed`), all compute and process 0 writes.
+    (every eta's sampler keys depend only on the seed and the eta's index). A finished
+    `out` is never replaced without `force`; with `resume`, a finished `out` from the same
+    config is returned as it is. The config and the output path are checked before any
+    work, and nothing is written for a config that fails. With several hosts
+    (`jax.distributed`), all compute and process 0 writes.
     """
     cfg = load_data_config(config)
-    family = build_family(cfg["family"])
-    method = resolve_method(family, cfg["method"])
+    family = build_family(cfg.family)
+    method = resolve_method(family, cfg.method)
+    record = as_dict(cfg)
+    fingerprint = _config_fingerprint(cfg)
     out = Path(out)
+    if resume and not force and out.is_file():
+        finished = load_dataset(out)
+        if finished.metadata.get("config") != record:
+            raise ValueError(f"--resume: {out} is finished and was made from another config; "
+                             "pass --force to replace it, or choose another --out")
+        return out
+    check_output_file(out, force=force)
     parts = out.with_name(out.name + ".parts")
-    fingerprint = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
-    if out.exists() and not (force or resume):
-        raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
-    if parts.exists() and not resume:
-        raise ValueError(f"--out: unfinished run found in {parts}; pass --resume to continue it "
-                         "or delete that folder")
     manifest = parts / "manifest.json"
-    if resume and parts.exists():
-        previous = json.loads(manifest.read_text()) if manifest.exists() else {}
-        previous = previous.get("fingerprint")
-        if previous != fingerprint:
-            raise ValueError(f"--resume: {parts} was started with a different config")
+    if parts.is_symlink() or (parts.exists() and not parts.is_dir()):
+        raise ValueError(f"--out: {parts} is in the way (a file or a link); remove it")
+    if parts.exists():
+        previous = _fingerprint(manifest)
+        if force or previous is None:
+            shutil.rmtree(parts)  # an unusable or unwanted earlier start: begin afresh
+        elif not resume:
+            raise ValueError(f"--out: unfinished run found in {parts}; pass --resume to "
+                             "continue it or --force to start afresh")
+        elif previous != fingerprint:
+            raise ValueError(f"--resume: {parts} was started with a different config; pass "
+                             "--force to start afresh")
+    eta = design_eta(family, cfg.eta.num, design=cfg.eta.design,
+                     box=box_arrays(family, cfg.eta.box), seed=cfg.seed)
     writer = jax.process_index() == 0  # with several hosts, one writes (a shared folder)
-    if writer:
-        parts.mkdir(parents=True, exist_ok=True)
-        tmp = manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": fingerprint}))
-        tmp.replace(manifest)
-
-    eta = design_eta(family, cfg["eta"]["num"], design=cfg["eta"]["design"],
-                     box=box_arrays(family, cfg["eta"]["box"]), seed=cfg["seed"])
-    starts = range(0, len(eta), cfg["chunk_size"])
+    if writer and not parts.exists():
+        parts.mkdir(parents=True)
+        write_text(manifest, json.dumps({"fingerprint": fingerprint,
+                                         "versions": package_versions()}))
+    starts = range(0, len(eta), cfg.chunk_size)
     chunks, seconds = [], []
     bar = tqdm(starts, desc=f"generate {family.name} ({method})", unit="chunk",
                disable=not progress)
     for i, start in enumerate(bar):
         path = parts / f"chunk_{i:05d}.npz"
-        if path.exists():
-            chunk = load_dataset(path)
-        else:
-            ids = np.arange(start, min(start + cfg["chunk_size"], len(eta)))
+        ids = np.arange(start, min(start + cfg.chunk_size, len(eta)))
+        chunk = _finished_chunk(path, eta[ids])
+        if chunk is None:
             t0 = time.perf_counter()
             chunk = _moments(family, method, eta[ids], ids, cfg)
-            chunk = replace(chunk, metadata={"seconds": time.perf_counter() - t0})
+            chunk = replace(chunk, metadata={"seconds": time.perf_counter() - t0,
+                                             "versions": package_versions()})
             if writer:
                 save_dataset(path, chunk)
         chunks.append(chunk)
@@ -124,7 +139,7 @@ def generate(
         "family": family_spec(family),
         "stat_names": list(family.flat_names),
         "method": method,
-        "config": cfg,
+        "config": record,
         "versions": package_versions(),
         "devices": [str(d) for d in jax.devices()],
         "counts": _counts(np.concatenate([c.flags for c in chunks])),
@@ -136,4 +151,46 @@ def generate(
     return out
 
 
-__all__ = ["generate", "resolve_method"]
+def generate_into(config: str | Path | dict | DataSettings, target: Path, *,
+                  progress: bool = True) -> Path:
+    """The dataset of `config` at `target`, a path bayes_et owns (inside a staging
+    folder): kept if finished from the same config, resumed if started, replaced if
+    another config left it."""
+    cfg = load_data_config(config)
+    if target.is_file():
+        try:
+            same = load_dataset(target, check=False).metadata.get("config") == as_dict(cfg)
+        except ValueError:
+            same = False
+        if same:
+            return target
+        target.unlink()
+    parts = target.with_name(target.name + ".parts")
+    stale = parts.is_dir() and _fingerprint(parts / "manifest.json") != _config_fingerprint(cfg)
+    return generate(cfg, target, resume=True, force=stale, progress=progress)
+
+
+def _config_fingerprint(cfg: DataSettings) -> str:
+    return hashlib.sha256(json.dumps(as_dict(cfg), sort_keys=True).encode()).hexdigest()
+
+
+def _fingerprint(manifest: Path) -> str | None:
+    try:
+        return json.loads(manifest.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _finished_chunk(path: Path, eta: np.ndarray) -> Dataset | None:
+    """A chunk saved by an earlier run, if it is whole and for these eta (else None)."""
+    if not path.is_file():
+        return None
+    try:
+        chunk = load_dataset(path, check=False)
+    except ValueError:
+        return None
+    same = chunk.eta.shape == eta.shape and np.array_equal(chunk.eta, eta)
+    return chunk if same and "seconds" in chunk.metadata else None
+
+
+__all__ = ["generate", "generate_into", "resolve_method"]

@@ -13,15 +13,13 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from bayes_et.expfam import ExponentialFamily
+from bayes_et.settings import SamplerSettings, parse
 
+from ._dataset import DataFlag
 from ._sharding import eta_mesh, map_over_eta
 
-FLAG_RHAT = 1
-"""Split R-hat of some statistic above `rhat_max`."""
-FLAG_ESS = 2
-"""Effective sample size of some statistic below `ess_min`."""
-FLAG_NONFINITE = 4
-"""Non-finite statistics or moments."""
+_SAMPLER = SamplerSettings()  # the defaults
+
 
 
 class MomentEstimate(NamedTuple):
@@ -31,7 +29,7 @@ class MomentEstimate(NamedTuple):
     cov_TT: np.ndarray  # (n, k, k)
     ess: np.ndarray  # (n, k) effective sample size per statistic, all chains together
     rhat: np.ndarray  # (n, k) split R-hat per statistic
-    flags: np.ndarray  # (n,) bitwise OR of FLAG_* (0: passed the quality gate)
+    flags: np.ndarray  # (n,) bitwise OR of DataFlag (0: passed the quality gate)
     num_draws: np.ndarray  # (n,) draws per chain of the run that was kept
 
 
@@ -100,9 +98,9 @@ def _estimate(family, eta, ids, key, attempt, *, num_chains, num_warmup, num_sam
     ess, rhat = ess.astype(np.float64), rhat.astype(np.float64)
     finite = np.isfinite(mu).all(1) & np.isfinite(ess).all(1) & np.isfinite(rhat).all(1)
     flags = (
-        np.where((rhat > rhat_max).any(1), FLAG_RHAT, 0)
-        | np.where((ess < ess_min).any(1), FLAG_ESS, 0)
-        | np.where(finite, 0, FLAG_NONFINITE)
+        np.where((rhat > rhat_max).any(1), DataFlag.RHAT, 0)
+        | np.where((ess < ess_min).any(1), DataFlag.ESS, 0)
+        | np.where(finite, 0, DataFlag.NONFINITE)
     ).astype(np.int32)
     return MomentEstimate(mu, cov, ess, rhat, flags, np.full(len(eta), num_samples))
 
@@ -112,13 +110,13 @@ def mcmc_moments(
     eta: Float[Array, "n eta_dim"],
     key: PRNGKeyArray,
     *,
-    num_chains: int = 4,
-    num_warmup: int = 500,
-    num_samples: int = 1000,
-    target_accept: float = 0.8,
-    rhat_max: float = 1.01,
-    ess_min: float = 400.0,
-    max_retries: int = 2,
+    num_chains: int = _SAMPLER.num_chains,
+    num_warmup: int = _SAMPLER.num_warmup,
+    num_samples: int = _SAMPLER.num_samples,
+    target_accept: float = _SAMPLER.target_accept,
+    rhat_max: float = _SAMPLER.rhat_max,
+    ess_min: float = _SAMPLER.ess_min,
+    max_retries: int = _SAMPLER.max_retries,
     eta_ids: np.ndarray | None = None,
     devices=None,
     block: int = 256,
@@ -141,19 +139,15 @@ def mcmc_moments(
             f"mcmc_moments: eta must have shape (n, {family.eta_dim}) with n >= 1; "
             f"got {eta.shape}"
         )
-    settings = dict(
-        num_chains=_check_count("num_chains", num_chains, 2),
-        num_warmup=_check_count("num_warmup", num_warmup),
-        target_accept=float(target_accept),
-        rhat_max=float(rhat_max),
-        ess_min=float(ess_min),
-        mesh=eta_mesh(devices),
-        block=_check_count("block", block),
-    )
-    num_samples = _check_count("num_samples", num_samples, 4)
-    max_retries = _check_count("max_retries", max_retries, 0)
-    if not 0 < target_accept < 1:
-        raise ValueError(f"mcmc_moments: target_accept must be in (0, 1); got {target_accept!r}")
+    checked = parse(SamplerSettings, dict(
+        num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
+        target_accept=target_accept, rhat_max=rhat_max, ess_min=ess_min,
+        max_retries=max_retries), "sampler")
+    settings = dict(num_chains=checked.num_chains, num_warmup=checked.num_warmup,
+                    target_accept=checked.target_accept, rhat_max=checked.rhat_max,
+                    ess_min=checked.ess_min, mesh=eta_mesh(devices),
+                    block=_check_count("block", block))
+    num_samples, max_retries = checked.num_samples, checked.max_retries
     ids = np.arange(len(eta)) if eta_ids is None else np.asarray(eta_ids)
     if ids.shape != (len(eta),):
         raise ValueError(f"mcmc_moments: eta_ids must have shape ({len(eta)},); got {ids.shape}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -53,6 +53,10 @@ class AbstractET(eqx.Module):
 
     eta_dim: eqx.AbstractVar[int]
     scaler: eqx.AbstractVar[Standardizer]
+    has_log_partition: ClassVar[bool] = False
+    """Whether `log_partition(eta)` gives the network's own A (mu is its gradient)."""
+    has_exact_inverse: ClassVar[bool] = False
+    """Whether `inverse(mu)` gives eta exactly (else Newton in bayes_et.et.eta_from_mu)."""
 
     def _forward(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
         """mu_T at eta using the parameter means (a sampled model holds its draw there)."""

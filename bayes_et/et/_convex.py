@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,8 @@ class ConvexPotentialET(AbstractET):
     scale c (the geometric mean of mu_scale * eta_scale) scales the potential, not each
     output, so mu = grad A and Fisher = Hess A stay a gradient and symmetric PSD.
     """
+
+    has_log_partition: ClassVar[bool] = True
 
     eta_dim: int = eqx.field(static=True)
     scaler: Standardizer

@@ -4,6 +4,8 @@ with a closed-form inverse, so the inverse mu -> eta is exact."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -142,6 +144,7 @@ class GlowET(AbstractET):
     eta_dim: int = eqx.field(static=True)
     scaler: Standardizer
     layers: tuple
+    has_exact_inverse: ClassVar[bool] = True
 
     def __init__(self, eta_dim: int, cfg: dict, key):
         if eta_dim < 2:

@@ -7,7 +7,6 @@ import optimistix as optx
 from jaxtyping import Array, Float
 
 from ._base import AbstractET
-from ._glow import GlowET
 
 
 def eta_from_mu(
@@ -23,7 +22,7 @@ def eta_from_mu(
     (Levenberg-Marquardt, optimistix) on the model's Jacobian, which is the Fisher and so
     positive definite for the structured models, started from `eta_init` (default: the
     data centre). Damping keeps far targets from overshooting."""
-    if isinstance(model, GlowET):
+    if model.has_exact_inverse:
         return model.inverse(mu)
     mu = model._check(mu)
     start = model.scaler.eta_mean if eta_init is None else jnp.asarray(eta_init)

@@ -6,7 +6,7 @@ from ._laplace import laplace_moments_at
 from ._named import Beta, Gamma, LaplaceProduct, PoissonLogNormal, Quartic, VonMises
 from ._normal import Gaussian, MultivariateNormal, TruncatedNormal
 from ._quadrature import exact_moments, quadrature_moments
-from ._spec import build_family, family_spec
+from ._spec import build_family, family_from_record, family_spec, same_family
 from ._supports import Circle, Interval, Positive, Real, Support
 
 FAMILIES = {
@@ -19,6 +19,7 @@ FAMILIES = {
 __all__ = [
     "FAMILIES", "Beta", "Circle", "ExponentialFamily", "Gamma", "Gaussian", "Interval",
     "LaplaceProduct", "MultivariateNormal", "PoissonLogNormal", "Positive", "Quartic", "Real",
-    "Support", "TruncatedNormal", "VonMises", "build_family", "exact_moments", "family_spec",
+    "Support", "TruncatedNormal", "VonMises", "build_family", "exact_moments", "family_from_record",
+    "family_spec", "same_family",
     "kl_divergence", "laplace_moments_at", "log_partition_difference", "quadrature_moments",
 ]

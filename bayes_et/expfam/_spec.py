@@ -1,8 +1,13 @@
-"""Build a family from a config entry: a built-in name, or an import path for your own."""
+"""Build a family from a config entry: a built-in name, or an import path for your own.
+
+A user's own config may name `import: module:Class`; a data or model file may not make
+bayes_et import anything: `family_from_record` only builds built-in families, or the
+family the user passes."""
 
 from __future__ import annotations
 
 import importlib
+import json
 from typing import Any
 
 from ._family import ExponentialFamily
@@ -58,3 +63,39 @@ def family_spec(family: ExponentialFamily) -> dict[str, Any]:
     if FAMILIES.get(cls.__name__) is cls:
         return {"name": cls.__name__, "args": args}
     return {"import": f"{cls.__module__}:{cls.__qualname__}", "args": args}
+
+
+def _canonical(spec: Any) -> Any:
+    spec = {"name": spec} if isinstance(spec, str) else spec
+    if isinstance(spec, dict):
+        spec = {"args": {}, **spec}
+    return json.loads(json.dumps(spec, sort_keys=True, default=str))
+
+
+def same_family(a: Any, b: Any) -> bool:
+    """Whether two family specs (or families) name the same family: name (or import path)
+    and arguments."""
+    a, b = (family_spec(x) if isinstance(x, ExponentialFamily) else x for x in (a, b))
+    return _canonical(a) == _canonical(b)
+
+
+def family_from_record(spec: Any, given: ExponentialFamily | str | None = None,
+                       field: str = "family") -> ExponentialFamily:
+    """The family a data or model file records in `spec`. A built-in family is built; an
+    `import:` recorded in a file is never imported on the file's say-so: pass the family
+    (`given`, an instance, or the same 'module:Class' string) to load such a file. With
+    `given`, the file must record that family (name and arguments)."""
+    if isinstance(given, str):
+        if not (isinstance(spec, dict) and spec.get("import") == given):
+            raise ValueError(f"{field}: the file records the family {spec!r}, not {given!r}")
+        return build_family(spec, field)
+    if given is not None:
+        if not same_family(given, spec):
+            raise ValueError(f"{field}: the file records the family {spec!r}; the family "
+                             f"given is {family_spec(given)!r}")
+        return given
+    if isinstance(spec, dict) and "import" in spec:
+        raise ValueError(f"{field}: the file records the family {spec.get('import')!r}, which "
+                         "is not built in; a file never chooses what is imported: pass the "
+                         "family yourself (--family MODULE:CLASS, or family=... in Python)")
+    return build_family(spec, field)

@@ -1,6 +1,14 @@
 """Variational parameter core: parameter kinds, priors, tree utilities, layers, save/load."""
 
-from ._base import WIDTH_FLOOR, AbstractParameter, AbstractPrior, raw_from_width, width_from_raw
+from . import _kl  # noqa: F401  (fills the closed-form KL table)
+from ._base import (
+    KL_RULES,
+    WIDTH_FLOOR,
+    AbstractParameter,
+    AbstractPrior,
+    raw_from_width,
+    width_from_raw,
+)
 from ._deterministic import DeterministicParameter
 from ._gaussian import GaussianParameter
 from ._laplacian import LaplacianParameter
@@ -29,7 +37,8 @@ from ._tree import (
 )
 
 __all__ = [
-    "WIDTH_FLOOR", "AbstractParameter", "AbstractPrior", "AdaptivePrior", "BayesianLinear",
+    "KL_RULES", "WIDTH_FLOOR", "AbstractParameter", "AbstractPrior", "AdaptivePrior",
+    "BayesianLinear",
     "BayesianMLP", "DeterministicParameter", "GaussianParameter", "LaplacePrior",
     "LaplacianParameter", "NormalPrior", "entropy", "flatten_means", "flatten_stdvs",
     "freeze_means", "freeze_params", "freeze_stdvs", "gaussian_entropy", "get_parameter_count",

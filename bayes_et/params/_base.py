@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -49,6 +50,11 @@ class AbstractPrior(eqx.Module):
         return self
 
 
+KL_RULES: dict[tuple[type, type], Callable[[Any, Any], Array]] = {}
+"""Closed-form KL(q || prior) by (parameter kind, prior kind); filled by params/_kl.py.
+A new kind or prior adds its rules there (no isinstance dispatch in the kinds)."""
+
+
 class AbstractParameter(eqx.Module):
     """A variational distribution over one array; subclasses add a width leaf."""
 
@@ -81,7 +87,11 @@ class AbstractParameter(eqx.Module):
     def kl(
         self, prior: AbstractPrior, *, key: PRNGKeyArray | None = None, num_samples: int = 64
     ) -> Float[Array, ""]:
-        """KL(q || prior): closed form where a subclass knows one, else Monte Carlo (`key`)."""
+        """KL(q || prior): closed form where KL_RULES has one for (this kind, the prior's
+        kind), else Monte Carlo (`key`)."""
+        rule = KL_RULES.get((type(self), type(prior)))
+        if rule is not None:
+            return rule(self, prior)
         return self._monte_carlo_kl(prior, key, num_samples)
 
     def _monte_carlo_kl(self, prior, key, num_samples):

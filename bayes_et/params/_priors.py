@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._base import AbstractPrior, check_positive
+from ._tree import get_parameter_groups, get_parameters
 
 
 class NormalPrior(AbstractPrior):
@@ -57,8 +58,6 @@ class AdaptivePrior(AbstractPrior):
     @classmethod
     def for_model(cls, model, scale=1.0, *, by: str = "parameter") -> AdaptivePrior:
         """One group per parameter (`by="parameter"`) or per owning module (`by="module"`)."""
-        from ._tree import get_parameter_groups
-
         return cls(get_parameter_groups(model, by=by), scale)
 
     def prior_for(self, name: str) -> NormalPrior:
@@ -73,8 +72,6 @@ class AdaptivePrior(AbstractPrior):
 
     def empirical_bayes(self, model) -> AdaptivePrior:
         """Closed-form scale update: scale^2 = mean(mu^2 + sigma^2) over each group."""
-        from ._tree import get_parameters
-
         params = get_parameters(model)
         log_scales = {}
         for group, names in self.groups.items():

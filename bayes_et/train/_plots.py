@@ -9,13 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+from bayes_et._files import save_figure  # noqa: E402
 
 
 def plot_learning_curves(history: list[dict], path: Path) -> Path:
@@ -37,7 +31,7 @@ def plot_learning_curves(history: list[dict], path: Path) -> Path:
     ax_nll.legend(fontsize=8)
     ax_kl.set_ylabel("KL(q || prior) / N")
     ax_kl.set_yscale("log")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_calibration(metrics: dict, path: Path, title: str = "") -> Path:
@@ -56,4 +50,4 @@ def plot_calibration(metrics: dict, path: Path, title: str = "") -> Path:
     ax_pit.set(xlabel="PIT = Φ(z)", ylabel="fraction", xlim=(0, 1), title="PIT histogram")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import time
 from pathlib import Path
@@ -13,10 +12,27 @@ from typing import Any
 import jax
 import numpy as np
 
-from bayes_et.data import Dataset, generate, load_data_config, load_dataset, split_dataset
-from bayes_et.et import build
-from bayes_et.expfam import ExponentialFamily, build_family, exact_moments
+from bayes_et._files import check_output_file, run_folder, write_json, write_text
+from bayes_et.data import (
+    DataFlag,
+    Dataset,
+    flag_invalid_rows,
+    load_data_config,
+    load_dataset,
+    split_dataset,
+)
+from bayes_et.data._generate import generate_into
+from bayes_et.et import ARCHITECTURES, build
+from bayes_et.expfam import (
+    ExponentialFamily,
+    build_family,
+    exact_moments,
+    family_from_record,
+    family_spec,
+    same_family,
+)
 from bayes_et.params import get_parameter_count, load_header, load_model, save_model
+from bayes_et.settings import TrainSettings, as_dict, integer
 
 from ._config import load_train_config
 from ._metrics import calibration_metrics
@@ -27,26 +43,25 @@ from ._predictive import mean_z2, predict, recalibrate
 from ._trainer import train
 
 EXACT_METHODS = ("closed_form", "quadrature")
+MIN_ROWS = 2  # per split
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _dataset(source: str, out: Path) -> Dataset:
-    """A dataset file, or a data config generated (once, resumably) into OUT/data.npz."""
-    if source.endswith((".yaml", ".yml")):
-        target = out / "data.npz"
-        if not target.exists():
-            generate(source, target, resume=True)
-        data = load_dataset(target)
-        if data.metadata.get("config") != load_data_config(source):
-            raise ValueError(f"data: {target} was generated from a different config than "
-                             f"{source}; delete it or choose another --out")
-        return data
-    return load_dataset(source)
+def _dataset(source: str, folder: Path, previous: Path | None,
+             family: ExponentialFamily | str | None) -> tuple[Dataset, ExponentialFamily]:
+    """The training data and its family: a dataset file (its family built in, or the one
+    the user passes), or a data config generated (resumably) into FOLDER/data.npz; the
+    dataset of the `previous` run folder is reused when it came from the same config."""
+    if not source.endswith((".yaml", ".yml")):
+        data = load_dataset(source)
+        return data, family_from_record(data.metadata.get("family"), family, "data family")
+    cfg = load_data_config(source)
+    target = folder / "data.npz"
+    if previous is not None and (previous / "data.npz").is_file() and not target.exists():
+        old = load_dataset(previous / "data.npz", check=False)
+        if old.metadata.get("config") == as_dict(cfg):
+            os.link(previous / "data.npz", target)
+    generate_into(cfg, target)
+    return load_dataset(target), build_family(cfg.family)
 
 
 def exact_truth(family: ExponentialFamily, data: Dataset) -> np.ndarray:
@@ -87,12 +102,42 @@ def _template(hyperparams: dict) -> TrainedET:
     return TrainedET.wrap(net)
 
 
-def load_run(run_dir: str | os.PathLike) -> tuple[TrainedET, dict[str, Any]]:
-    """The trained model of a run folder and its header hyperparameters."""
+def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
+    """The header's fields, each checked; returns the family it records."""
+    def bad(key: str, allowed: str):
+        raise ValueError(f"{path}: header field '{key}' is {hyperparams.get(key)!r}; "
+                         f"allowed: {allowed}")
+
+    if hyperparams.get("architecture") not in ARCHITECTURES:
+        bad("architecture", ", ".join(ARCHITECTURES))
+    dim = hyperparams.get("eta_dim")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        bad("eta_dim", "an int >= 1")
+    if not isinstance(hyperparams.get("network"), dict):
+        bad("network", "a mapping")
+    family = family_from_record(hyperparams.get("family"), family, f"{path}: family")
+    if family.eta_dim != dim or hyperparams.get("stat_names") != list(family.flat_names):
+        bad("stat_names", f"{list(family.flat_names)} (eta_dim {family.eta_dim}) of "
+            f"{family.name}")
+    region = hyperparams.get("training_region")
+    ok = isinstance(region, dict) and all(
+        np.shape(region.get(k)) == (dim,) and np.all(np.isfinite(np.asarray(region[k], float)))
+        for k in ("eta_min", "eta_max"))
+    if not ok:
+        bad("training_region", f"{{eta_min, eta_max}}: {dim} finite numbers each")
+    return family
+
+
+def load_run(run_dir: str | os.PathLike, family: ExponentialFamily | str | None = None
+             ) -> tuple[TrainedET, dict[str, Any]]:
+    """The trained model of a run folder and its header hyperparameters (content hash and
+    fields checked). A run of a family that is not built in needs `family` (the family, or
+    its 'module:Class'): a file never chooses what is imported."""
     path = Path(run_dir) / "model.eqx"
     if not path.is_file():
         raise ValueError(f"run folder {str(run_dir)!r} has no model.eqx (not a training run)")
     hyperparams = load_header(path)["hyperparams"]
+    _check_header(path, hyperparams, family)
     with jax.enable_x64(False):  # networks are float32, also for a caller in float64
         return load_model(path, _template(hyperparams)), hyperparams
 
@@ -102,84 +147,126 @@ def _write_history(path: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
     writer.writeheader()
     writer.writerows(history)
-    _write_text(path, buffer.getvalue())
+    write_text(path, buffer.getvalue())
 
 
-def train_run(config: str | os.PathLike | dict, *, data: str | None = None,
+def _splits(dataset: Dataset, family, cfg: TrainSettings) -> tuple[Dataset, ...]:
+    dataset = flag_invalid_rows(dataset, family)
+    splits = split_dataset(dataset, cfg.split, cfg.seed)
+    if min(len(s) for s in splits) < MIN_ROWS:
+        usable = int(np.count_nonzero(dataset.flags == 0))
+        raise ValueError(f"data: {usable} usable rows of {len(dataset)} (the others flagged "
+                         f"or invalid: {dataset.metadata['invalid_rows']}); allowed: enough for "
+                         f"{MIN_ROWS} rows in each of the train, validation and test splits")
+    return splits
+
+
+def _excluded(dataset: Dataset) -> dict[str, int]:
+    """Rows left out of the splits, by reason."""
+    flags = dataset.flags
+    return {"total": int(np.count_nonzero(flags)),
+            **{flag.name.lower(): int(np.count_nonzero(flags & flag)) for flag in DataFlag}}
+
+
+def train_run(config: str | os.PathLike | dict | TrainSettings, *, data: str | None = None,
               out: str | os.PathLike | None = None, force: bool = False,
-              progress: bool = True) -> Path:
-    """Train the network that `config` describes and write the run folder `out`:
-    model.eqx, metrics.json, history.csv, learning_curves.png, calibration.png."""
+              progress: bool = True, family: ExponentialFamily | str | None = None) -> Path:
+    """Train the network that `config` describes and write the run folder `out` whole:
+    model.eqx, metrics.json, history.csv, learning_curves.png, calibration.png (and
+    data.npz when the data is a config). Inputs and the output path are checked before
+    any work; an existing run is replaced (whole) only with `force`. Rows of the data
+    that are flagged or invalid (NaN, ess <= 0, eta outside the family's space) are left
+    out and counted in metrics.json. `family`: needed for data of a family that is not
+    built in (the family, or its 'module:Class')."""
     cfg = load_train_config(config)
-    source = data or cfg["data"]
+    source = data or cfg.data
     if source is None:
         raise ValueError("config key 'data' is missing; set it or pass --data PATH")
-    name = Path(config).stem if not isinstance(config, dict) else cfg["architecture"]
+    source = str(source)
+    if source.endswith((".yaml", ".yml")):
+        load_data_config(source)
+    else:
+        probe = load_dataset(source)
+        family_from_record(probe.metadata.get("family"), family, "data family")
+    name = Path(config).stem if isinstance(config, (str, os.PathLike)) else cfg.architecture
     out = Path(out or Path("runs") / f"{name}-{Path(source).stem}")
-    if (out / "model.eqx").exists() and not force:
-        raise ValueError(f"--out: {out} already holds a run; pass --force to overwrite it")
-    out.mkdir(parents=True, exist_ok=True)
-    dataset = _dataset(str(source), out)
-    family = build_family(dataset.metadata["family"])
-    train_set, val_set, test_set = split_dataset(dataset, tuple(cfg["split"]), cfg["seed"])
-    key_net, key_train, key_pred = jax.random.split(jax.random.key(cfg["seed"]), 3)
-    net = build(cfg["architecture"], family.eta_dim, cfg["network"], key_net)
+    previous = out if out.is_dir() else None
+    with run_folder(out, force=force) as folder:
+        dataset, fam = _dataset(source, folder, previous, family)
+        _train_into(folder, cfg, dataset, fam, source, progress)
+    return out
+
+
+def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family,
+                source: str, progress: bool) -> None:
+    train_set, val_set, test_set = _splits(dataset, family, cfg)
+    key_net, key_train, key_pred = jax.random.split(jax.random.key(cfg.seed), 3)
+    net = build(cfg.architecture, family.eta_dim, cfg.network, key_net)
     model = TrainedET.wrap(net.standardize(train_set.eta, train_set.mu_T),
-                           cfg["likelihood"]["init_misfit"])
-    floor = cfg["likelihood"]["noise_floor"]
+                           cfg.likelihood.init_misfit)
+    floor = cfg.likelihood.noise_floor
     start = time.perf_counter()
     model, history = train(model, make_targets(train_set, model, floor),
                            make_targets(val_set, model, floor), cfg, key=key_train,
                            progress=progress)
     seconds = time.perf_counter() - start
-    num_samples = cfg["predictive"]["num_samples"]
+    num_samples = cfg.predictive.num_samples
     model = recalibrate(model, val_set, key_pred, num_samples)
     mean, cov = predict(model, val_set.eta, key_pred, num_samples)
     val_z2 = mean_z2(np.asarray(mean), np.diagonal(np.asarray(cov), axis1=1, axis2=2),
                      val_set.mu_T, np.diagonal(mc_noise(val_set), axis1=1, axis2=2))
+    spec = family_spec(family)
     hyperparams = {
-        "architecture": cfg["architecture"], "eta_dim": family.eta_dim,
-        "network": cfg["network"], "family": dataset.metadata["family"],
+        "architecture": cfg.architecture, "eta_dim": family.eta_dim,
+        "network": cfg.network, "family": spec,
         "stat_names": list(family.flat_names),
         "training_region": {"eta_min": train_set.eta.min(0).tolist(),
                             "eta_max": train_set.eta.max(0).tolist()},
-        "data": str(source), "data_method": dataset.metadata.get("method"),
+        "data": source, "data_method": dataset.metadata.get("method"),
     }
-    save_model(out / "model.eqx", model, **hyperparams)
+    save_model(folder / "model.eqx", model, **hyperparams)
+    flagged = flag_invalid_rows(dataset, family)
     metrics = {
-        "architecture": cfg["architecture"], "family": dataset.metadata["family"],
-        "data": str(source), "num_train": len(train_set), "num_validation": len(val_set),
+        "architecture": cfg.architecture, "family": spec,
+        "data": source, "num_rows": len(dataset), "excluded_rows": _excluded(flagged),
+        "num_train": len(train_set), "num_validation": len(val_set), "num_test": len(test_set),
         "parameters": get_parameter_count(model.net),
         "training_seconds": seconds, "epochs": len(history),
         "calibration_scale": float(model.calibration),
         "validation_mean_z2": val_z2,
         "test": evaluate(model, test_set, family, key_pred, num_samples),
-        "config": cfg,
+        "config": as_dict(cfg),
     }
-    _write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    _write_history(out / "history.csv", history)
-    plot_learning_curves(history, out / "learning_curves.png")
-    plot_calibration(metrics["test"], out / "calibration.png",
-                     f"{cfg['architecture']} on {family.name}: held-out eta vs exact moments")
-    return out
+    write_json(folder / "metrics.json", metrics)
+    _write_history(folder / "history.csv", history)
+    plot_learning_curves(history, folder / "learning_curves.png")
+    plot_calibration(metrics["test"], folder / "calibration.png",
+                     f"{cfg.architecture} on {family.name}: held-out eta vs exact moments")
 
 
 def evaluate_run(run_dir: str | os.PathLike, data: str, *, num_samples: int = 64,
-                 seed: int = 0) -> tuple[dict[str, Any], Path]:
+                 seed: int = 0, force: bool = False,
+                 family: ExponentialFamily | str | None = None) -> tuple[dict[str, Any], Path]:
     """Metrics of a run's model on the dataset `data`, written to
-    RUN_DIR/evaluation-<data stem>.json with its calibration figure beside it."""
-    model, hyperparams = load_run(run_dir)
+    RUN_DIR/evaluation-<data stem>.json with its calibration figure beside it (an existing
+    evaluation is replaced only with `force`). Data of another family (name and arguments)
+    is refused; invalid and flagged rows are left out and counted."""
+    model, hyperparams = load_run(run_dir, family)
+    fam = family_from_record(hyperparams["family"], family, "run family")
     dataset = load_dataset(data)
-    family = build_family(hyperparams["family"])
-    if dataset.eta.shape[1] != family.eta_dim:
-        raise ValueError(f"--data: {data} has eta of dimension {dataset.eta.shape[1]}; the run "
-                         f"was trained for {family.name} (dimension {family.eta_dim})")
-    rows = np.flatnonzero(dataset.flags == 0)
-    metrics = evaluate(model, dataset.take(rows), family, jax.random.key(seed), num_samples)
-    metrics["data"] = str(data)
+    if not same_family(dataset.metadata.get("family"), hyperparams["family"]):
+        raise ValueError(f"--data: {data} holds {dataset.metadata.get('family')!r}; the run "
+                         f"was trained on {hyperparams['family']!r}")
+    integer("--num-samples", 2)("--num-samples", num_samples)
     stem = Path(data).stem
-    path = Path(run_dir) / f"evaluation-{stem}.json"
-    _write_text(path, json.dumps(metrics, indent=2))
-    plot_calibration(metrics, Path(run_dir) / f"calibration-{stem}.png",
-                     f"{hyperparams['architecture']} on {family.name}: {stem}")
+    path = check_output_file(Path(run_dir) / f"evaluation-{stem}.json", force=force)
+    figure = check_output_file(Path(run_dir) / f"calibration-{stem}.png", force=force)
+    dataset = flag_invalid_rows(dataset, fam)
+    rows = np.flatnonzero(dataset.flags == 0)
+    if rows.size == 0:
+        raise ValueError(f"--data: {data} has no usable rows ({_excluded(dataset)})")
+    metrics = evaluate(model, dataset.take(rows), fam, jax.random.key(seed), num_samples)
+    metrics.update(data=str(data), num_rows=len(dataset), excluded_rows=_excluded(dataset))
+    write_json(path, metrics)
+    plot_calibration(metrics, figure, f"{hyperparams['architecture']} on {fam.name}: {stem}")
     return metrics, path

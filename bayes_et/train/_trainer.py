@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from bayes_et.params import NormalPrior, natural_gradient
+from bayes_et.settings import StageSettings, TrainSettings
 
 from ._model import TrainedET, stage_filter
 from ._objective import Targets, fisher_mismatch, gaussian_nll, objective, standardised
@@ -25,22 +26,23 @@ STAGE_FLAGS = {"map": (True, False), "vi": (False, True), "joint": (True, True)}
 FISHER_LOG_POINTS = 256
 
 
-def _optimiser(cfg: dict, stage: dict, total_steps: int) -> optax.GradientTransformation:
-    lr = stage["lr"]
+def _optimiser(cfg: TrainSettings, stage: StageSettings,
+               total_steps: int) -> optax.GradientTransformation:
+    lr = stage.lr
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, lr, int(stage["warmup"] * total_steps), max(total_steps, 1), lr * 1e-2)
-    if cfg["optimizer"] == "adam":
+        0.0, lr, int(stage.warmup * total_steps), max(total_steps, 1), lr * 1e-2)
+    if cfg.optimizer == "adam":
         core = optax.adam(schedule)
     else:  # the mean-field natural gradient, then SGD with momentum
         core = optax.chain(natural_gradient(), optax.sgd(schedule, momentum=0.9))
-    return optax.chain(optax.clip_by_global_norm(cfg["clip_norm"]), core)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), core)
 
 
-def _batch_size(cfg: dict, num_train: int, num_devices: int) -> int:
-    size = min(cfg["batch_size"], num_train)
+def _batch_size(cfg: TrainSettings, num_train: int, num_devices: int) -> int:
+    size = min(cfg.batch_size, num_train)
     size -= size % num_devices
     if size == 0:
-        raise ValueError(f"config key 'batch_size': {cfg['batch_size']} with {num_train} "
+        raise ValueError(f"config key 'batch_size': {cfg.batch_size} with {num_train} "
                          f"training points leaves no batch divisible by the {num_devices} "
                          "devices")
     return size
@@ -88,7 +90,7 @@ def train(
     model: TrainedET,
     train_set: Targets,
     val_set: Targets,
-    cfg: dict[str, Any],
+    cfg: TrainSettings,
     *,
     key: jax.Array,
     progress: bool = True,
@@ -102,20 +104,20 @@ def train(
     size = _batch_size(cfg, num_train, len(devices))
     num_batches = num_train // size
     host = Targets(*(np.asarray(a) for a in train_set))
-    rng = np.random.default_rng(cfg["seed"])
-    prior = NormalPrior(cfg["prior_scale"])
+    rng = np.random.default_rng(cfg.seed)
+    prior = NormalPrior(cfg.prior_scale)
     val_key, key = jax.random.split(key)
     history: list[dict[str, Any]] = []
-    for index, stage in enumerate(cfg["stages"]):
-        means, widths = STAGE_FLAGS[stage["name"]]
+    for index, stage in enumerate(cfg.stages):
+        means, widths = STAGE_FLAGS[stage.name]
         dynamic, static = eqx.partition(model, stage_filter(model, means=means, widths=widths))
-        optimiser = _optimiser(cfg, stage, stage["epochs"] * num_batches)
+        optimiser = _optimiser(cfg, stage, stage.epochs * num_batches)
         opt_state = optimiser.init(dynamic)
         loss_kwargs = {"prior": prior, "num_train": num_train, "sample": widths,
-                       "fisher_weight": cfg["likelihood"]["fisher_weight"],
-                       "num_mc": stage["num_mc"]}
+                       "fisher_weight": cfg.likelihood.fisher_weight,
+                       "num_mc": stage.num_mc}
         best_nll, best, waited = np.inf, model, 0
-        bar = tqdm(range(stage["epochs"]), desc=f"train {stage['name']}", unit="epoch",
+        bar = tqdm(range(stage.epochs), desc=f"train {stage.name}", unit="epoch",
                    disable=not progress)
         for _ in bar:
             start = time.perf_counter()
@@ -126,10 +128,10 @@ def train(
                                                optimiser, loss_kwargs)
             model = eqx.combine(dynamic, static)
             val_nll, val_fisher = (float(v) for v in _validate(
-                model, val_set, val_key, cfg["validation"]["num_samples"]))
+                model, val_set, val_key, cfg.validation.num_samples))
             parts = {k: float(v) for k, v in parts.items()}
             history.append({
-                "stage": stage["name"], "stage_index": index, "epoch": len(history),
+                "stage": stage.name, "stage_index": index, "epoch": len(history),
                 "train_nll": parts["nll"], "train_kl": parts["kl"],
                 "train_fisher": parts["fisher"], "val_nll": val_nll, "val_fisher": val_fisher,
                 "seconds": time.perf_counter() - start,
@@ -139,7 +141,7 @@ def train(
                 best_nll, best, waited = val_nll, model, 0
             else:
                 waited += 1
-                if waited >= stage["patience"] or not np.isfinite(val_nll):
+                if waited >= stage.patience or not np.isfinite(val_nll):
                     break
         bar.close()
         model = best

@@ -19,7 +19,7 @@ def test_save_load_round_trip(tmp_path):
     back = load_dataset(tmp_path / "d.npz")
     for name in ("eta", "mu_T", "cov_TT", "ess", "rhat", "flags"):
         np.testing.assert_array_equal(getattr(back, name), getattr(ds, name))
-    assert back.metadata == {"note": "test"}
+    assert back.metadata["note"] == "test" and back.metadata["invalid_rows"]["total"] == 0
     assert [p.name for p in tmp_path.iterdir()] == ["d.npz"]
     with pytest.raises(ValueError, match="no such file"):
         load_dataset(tmp_path / "missing.npz")
