@@ -257,7 +257,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str, *, num_samples: int = 64
     if not same_family(dataset.metadata.get("family"), hyperparams["family"]):
         raise ValueError(f"--data: {data} holds {dataset.metadata.get('family')!r}; the run "
                          f"was trained on {hyperparams['family']!r}")
-    integer("--num-samples", 2)("--num-samples", num_samples)
+    integer(2, 100_000)("--num-samples", num_samples)
     stem = Path(data).stem
     path = check_output_file(Path(run_dir) / f"evaluation-{stem}.json", force=force)
     figure = check_output_file(Path(run_dir) / f"calibration-{stem}.png", force=force)

@@ -1,8 +1,8 @@
-import copy
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -13,7 +13,7 @@ from conftest import TINY, synthetic_dataset
 from scipy import integrate, stats
 
 from bayes_et import cli
-from bayes_et.data import save_dataset, split_dataset
+from bayes_et.data import load_dataset, save_dataset, split_dataset
 from bayes_et.et import build
 from bayes_et.params import flatten_means, flatten_stdvs
 from bayes_et.train import (
@@ -32,17 +32,16 @@ from bayes_et.train._predictive import raw_predictive
 
 def _setup(data, config=TINY):
     cfg = load_train_config(config)
-    tr, va, _ = split_dataset(data, tuple(cfg["split"]), cfg["seed"])
-    net = build("mlp", 2, cfg["network"], jax.random.key(0)).standardize(tr.eta, tr.mu_T)
+    tr, va, _ = split_dataset(data, cfg.split, cfg.seed)
+    net = build("mlp", 2, cfg.network, jax.random.key(0)).standardize(tr.eta, tr.mu_T)
     model = TrainedET.wrap(net)
-    floor = cfg["likelihood"]["noise_floor"]
+    floor = cfg.likelihood.noise_floor
     return cfg, model, make_targets(tr, model, floor), make_targets(va, model, floor), va
 
 
 def _one_stage(cfg, name, epochs):
-    cfg = copy.deepcopy(cfg)
-    cfg["stages"] = [s | {"epochs": epochs} for s in cfg["stages"] if s["name"] == name]
-    return cfg
+    stages = tuple(replace(s, epochs=epochs) for s in cfg.stages if s.name == name)
+    return replace(cfg, stages=stages)
 
 
 def test_stages_improve_validation_nll_and_leave_frozen_leaves(noisy_gamma):
@@ -145,7 +144,7 @@ def test_train_and_evaluate_commands(tmp_path, capsys):
     assert (run / "calibration-exact.png").exists()
     # An existing run is not overwritten without --force.
     assert cli.main(["train", str(config), "--data", str(data), "--out", str(run)]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "exists and is not empty; pass --force" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("change, message", [
@@ -200,19 +199,19 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glo
 def test_every_architecture_has_a_valid_config():
     from bayes_et.et import ARCHITECTURES
 
-    assert {load_train_config(path)["architecture"] for path in CONFIGS} == set(ARCHITECTURES)
+    assert {load_train_config(path).architecture for path in CONFIGS} == set(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_each_config_trains_its_architecture(path, noisy_gamma):
     """One MAP and one VI epoch of each config's network (narrowed) gives finite losses."""
     cfg = load_train_config(path)
-    cfg["network"] = cfg["network"] | {"width": 8}
-    cfg["stages"] = [s | {"epochs": 1} for s in cfg["stages"]]
+    cfg = replace(cfg, network=cfg.network | {"width": 8},
+                  stages=tuple(replace(s, epochs=1) for s in cfg.stages))
     tr, va, _ = split_dataset(noisy_gamma, (0.8, 0.1, 0.1), 0)
-    net = build(cfg["architecture"], 2, cfg["network"], jax.random.key(0))
+    net = build(cfg.architecture, 2, cfg.network, jax.random.key(0))
     model = TrainedET.wrap(net.standardize(tr.eta, tr.mu_T))
-    floor = cfg["likelihood"]["noise_floor"]
+    floor = cfg.likelihood.noise_floor
     _, history = train(model, make_targets(tr, model, floor), make_targets(va, model, floor),
                        cfg, key=jax.random.key(1), progress=False)
     assert [row["stage"] for row in history] == ["map", "vi"]
@@ -230,6 +229,9 @@ def test_a_data_config_is_generated_once_into_the_run_folder(tmp_path):
     stamp = (run / "data.npz").stat().st_mtime_ns
     train_run(config, out=run, force=True, progress=False)
     assert (run / "data.npz").stat().st_mtime_ns == stamp  # reused, not regenerated
+    with pytest.raises(ValueError, match="exists and is not empty; pass --force"):
+        train_run(config, out=run, progress=False)
     data_config.write_text("family: Gamma\neta: {num: 201}\nmethod: closed_form\n")
-    with pytest.raises(ValueError, match="generated from a different config"):
-        train_run(config, out=run, force=True, progress=False)
+    train_run(config, out=run, force=True, progress=False)  # another config: generated anew
+    assert len(load_dataset(run / "data.npz")) == 201
+    assert sorted(p.name for p in run.parent.iterdir()) == ["gamma.yaml", "run"]
