@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def small_config() -> dict:
     """The default with 600 eta, a small network and few epochs: the same stages, fast."""
-    config = load_config()
+    config = yaml.safe_load(default_config_path().read_text())
     config["data"]["eta"]["num"] = 600
     config["train"]["network"] = {"width": 32, "depth": 2}
     config["train"]["stages"] = [{"name": "map", "epochs": 60, "lr": 3e-3},
@@ -29,7 +29,7 @@ def small_config() -> dict:
 def test_the_embedded_default_is_configs_quickstart():
     assert default_config_path().read_bytes() == (ROOT / "configs/quickstart.yaml").read_bytes()
     config = load_config()
-    assert config["data"]["family"] == "Quartic" and config["cavi"]["example"] == "quartic_prior"
+    assert config.data.family == "Quartic" and config.cavi["example"] == "quartic_prior"
 
 
 def test_console_script_runs_every_stage_from_any_directory(tmp_path):
@@ -61,10 +61,10 @@ def test_console_script_runs_every_stage_from_any_directory(tmp_path):
     (lambda c: c["cavi"].update(providers={}), "config key 'cavi.providers'"),
     (lambda c: c["slice"].update(num=1), "config key 'slice.num'"),
     (lambda c: c["slice"].update(start=[0.0, 0.0, 0.0, 1.0]), "slice.start is outside"),
-    (lambda c: c["data"]["eta"].update(num=0), "config key 'eta.num'"),
-    (lambda c: c["slice"].update(stop=c["slice"]["start"]), "start and stop are the same"),
+    (lambda c: c["data"]["eta"].update(num=0), "config key 'data.eta.num'"),
+    (lambda c: c["slice"].update(stop=c["slice"]["start"]), "two different valid eta"),
     (lambda c: c["cavi"].update(example="normal_gamma", arguments={
-        "mu0": 0.0, "lambda0": 1.0, "a0": 1.0, "b0": 1.0}), "no factor of the model is Quartic"),
+        "mu0": 0.0, "lambda0": 1.0, "a0": 1.0, "b0": 1.0}), "a model with a Quartic factor"),
 ])
 def test_bad_pipeline_configs_name_the_key(change, message, tmp_path, capsys):
     config = small_config()

@@ -10,35 +10,71 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
+def _map_then_vi(ns):  # fits sin(x), with a sane spread
+    mean, std, x = (np.asarray(ns[k]) for k in ("mean", "std", "x"))
+    assert np.sqrt(np.mean((mean - np.sin(x[:, 0])) ** 2)) < 0.1
+    assert np.all(std > 0) and np.all(std < 0.5)
+
+
+def _training(ns):  # predictions near the exact moments
+    mean, sd, truth = (np.asarray(ns[k]) for k in ("mean", "sd", "truth"))
+    assert np.all(np.abs(mean - truth) <= 0.05 * np.abs(truth) + 5 * sd)
+
+
+def _quickstart(ns):  # network CAVI next to quadrature CAVI
+    learned, exact = ns["result"].mean_stats, ns["exact"].mean_stats
+    assert set(learned) == set(exact)
+    for name, values in exact.items():
+        np.testing.assert_allclose(learned[name], values, rtol=2e-2, atol=2e-2)
+
+
+def _real_data(ns):  # the model by terms equals the example builder, robust quadrature
+    from bayes_et.cavi import ExactMoments, examples, run_cavi
+    from bayes_et.expfam import PoissonLogNormal
+
+    data = ns["data"]
+    model = examples.poisson_lognormal(data["counts"], data["exposure"])
+    robust = run_cavi(model, {"z": ExactMoments(PoissonLogNormal(), "quadrature")})
+    for name in ("mu", "tau", "z"):
+        np.testing.assert_allclose(ns["result"].eta[name], robust.eta[name], rtol=1e-6)
+
+
+def _textbook(ns):  # the closed-form mean-field fixed point
+    assert ns["textbook"]
+    for name, eta in ns["textbook"].items():
+        np.testing.assert_allclose(ns["result"].eta[name], eta, rtol=1e-6)
+
+
+def _own_family(ns):  # quadrature moments of a user's family: finite, variances positive
+    mu, cov = np.asarray(ns["mu"]), np.asarray(ns["cov"])
+    assert mu.shape == (3,) and np.all(np.isfinite(mu)) and np.all(np.diagonal(cov) > 0)
+
+
+# Each README block is recognised by the call it demonstrates; its check reads the names
+# it needs with ns[...], so renaming a variable (or dropping the example) fails loudly.
+CHECKS = {
+    "bp.BayesianMLP(": _map_then_vi,
+    "from bayes_et.train import load_run, predict, train_run": _training,
+    "NetworkMoments": _quickstart,
+    "examples.cancer_data()": _real_data,
+    "examples.normal_gamma_fixed_point": _textbook,
+    "class TiltedCauchy(ExponentialFamily)": _own_family,
+}
+
+
+def test_every_block_has_exactly_one_check_and_every_check_a_block():
+    matches = [[sig for sig in CHECKS if sig in block] for block in BLOCKS]
+    assert all(len(m) == 1 for m in matches), matches
+    assert sorted(sig for m in matches for sig in m) == sorted(CHECKS)
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks may write files
     namespace: dict = {}
     exec(compile(BLOCKS[index], f"README block {index}", "exec"), namespace)
-    if "draws" in namespace:  # the MAP-then-VI example: fits sin(x), with a sane spread
-        mean, std, x = (np.asarray(namespace[k]) for k in ("mean", "std", "x"))
-        assert np.sqrt(np.mean((mean - np.sin(x[:, 0])) ** 2)) < 0.1
-        assert np.all(std > 0) and np.all(std < 0.5)
-    if "truth" in namespace:  # the training example: predictions near the exact moments
-        mean, sd, truth = (np.asarray(namespace[k]) for k in ("mean", "sd", "truth"))
-        assert np.all(np.abs(mean - truth) <= 0.05 * np.abs(truth) + 5 * sd)
-    if "exact" in namespace:  # the quickstart: network CAVI next to quadrature CAVI
-        learned, exact = namespace["result"].mean_stats, namespace["exact"].mean_stats
-        for name, values in exact.items():
-            np.testing.assert_allclose(learned[name], values, rtol=2e-2, atol=2e-2)
-    if "offset" in namespace:  # the real-data model by terms: equals the example builder
-        from bayes_et.cavi import ExactMoments, examples, run_cavi
-        from bayes_et.expfam import PoissonLogNormal
-
-        data = namespace["data"]
-        model = examples.poisson_lognormal(data["counts"], data["exposure"])
-        robust = run_cavi(model, {"z": ExactMoments(PoissonLogNormal(), "quadrature")})
-        for name in ("mu", "tau", "z"):
-            np.testing.assert_allclose(namespace["result"].eta[name], robust.eta[name],
-                                       rtol=1e-6)
-    if "textbook" in namespace:  # the CAVI example: the closed-form mean-field fixed point
-        for name, eta in namespace["textbook"].items():
-            np.testing.assert_allclose(namespace["result"].eta[name], eta, rtol=1e-6)
+    (check,) = [fn for sig, fn in CHECKS.items() if sig in BLOCKS[index]]
+    check(namespace)
     assert capsys.readouterr().out
 
 

@@ -23,7 +23,7 @@ LINE_SEARCH = 2.0 ** -np.arange(8)
 
 
 def _search_grid(family: ExponentialFamily, dtype):
-    radius = family.support.search_radius
+    radius = min(family.support.search_radius, 700.0)  # the mode of a shape > ~0.1
     return jnp.sinh(jnp.linspace(-1.0, 1.0, SEARCH_POINTS, dtype=dtype) * np.arcsinh(radius))
 
 
