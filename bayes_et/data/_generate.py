@@ -17,7 +17,13 @@ from tqdm.auto import tqdm
 
 from bayes_et._files import check_output_file, write_text
 from bayes_et._versions import package_versions
-from bayes_et.expfam import ExponentialFamily, build_family, exact_moments, family_spec
+from bayes_et.expfam import (
+    ExponentialFamily,
+    build_family,
+    exact_moments,
+    family_spec,
+    quadrature_moments,
+)
 from bayes_et.settings import DataSettings, as_dict
 
 from ._config import box_arrays, load_data_config
@@ -47,7 +53,7 @@ def _moments(family, method, eta, ids, cfg: DataSettings) -> Dataset:
         est = mcmc_moments(family, eta, jax.random.key(cfg.seed), eta_ids=ids,
                            **dataclasses.asdict(cfg.sampler))
         return Dataset(eta, est.mu_T, est.cov_TT, est.ess, est.rhat, est.flags)
-    mu, cov = exact_moments(family, eta)
+    mu, cov = (quadrature_moments if method == "quadrature" else exact_moments)(family, eta)
     k = family.eta_dim
     return Dataset(eta, mu, cov, np.full((len(eta), k), np.inf), np.full((len(eta), k), np.nan),
                    np.zeros(len(eta), np.int32))
