@@ -1,8 +1,11 @@
 """`bayes-et run`: the end-to-end pipeline, on a small version of the embedded default."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,8 +36,22 @@ def test_the_embedded_default_is_configs_quickstart():
 
 
 def test_console_script_runs_every_stage_from_any_directory(tmp_path):
+    """...also after a SIGKILL in the middle of it (the rerun resumes its staging folder;
+    the report folder never appears half-written)."""
+    config = small_config()
+    config["data"]["chunk_size"] = 150
     path = tmp_path / "small.yaml"
-    path.write_text(yaml.safe_dump(small_config()))
+    path.write_text(yaml.safe_dump(config))
+    parts = tmp_path / ".report.partial" / "data.npz.parts"
+    proc = subprocess.Popen([sys.executable, "-m", "bayes_et.cli", "run", str(path), "--out",
+                             "report"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not list(parts.glob("chunk_*.npz")):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "report").exists()
     result = subprocess.run([sys.executable, "-m", "bayes_et.cli", "run", str(path), "--out",
                              "report"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=900)
@@ -45,6 +62,7 @@ def test_console_script_runs_every_stage_from_any_directory(tmp_path):
         assert (out / name).stat().st_size > 0, name
     for stage in ("[1/5]", "[5/5]", "generate", "train", "calibration", "slice", "cavi"):
         assert stage in result.stdout
+    assert not (tmp_path / ".report.partial").exists()
     summary = json.loads((out / "summary.json").read_text())
     metrics = json.loads((out / "run" / "metrics.json").read_text())
     assert summary["calibration"]["coverage_90"] == metrics["test"]["coverage"]["0.9"]
@@ -64,7 +82,7 @@ def test_console_script_runs_every_stage_from_any_directory(tmp_path):
     (lambda c: c["data"]["eta"].update(num=0), "config key 'data.eta.num'"),
     (lambda c: c["slice"].update(stop=c["slice"]["start"]), "two different valid eta"),
     (lambda c: c["cavi"].update(example="normal_gamma", arguments={
-        "mu0": 0.0, "lambda0": 1.0, "a0": 1.0, "b0": 1.0}), "a model with a Quartic factor"),
+        "mu0": 0.0, "lambda0": 1.0, "a0": 1.0, "b0": 1.0}), "a model with a Quartic() factor"),
 ])
 def test_bad_pipeline_configs_name_the_key(change, message, tmp_path, capsys):
     config = small_config()
