@@ -1,0 +1,117 @@
+"""Contracts: every registered family, architecture and moment provider meets the same
+checks, so adding one puts it under them (a provider class without a factory below fails)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayes_et.cavi import (
+    ExactMoments,
+    MomentFlag,
+    MomentProvider,
+    NetworkMoments,
+    SamplingMoments,
+    WithFallback,
+)
+from bayes_et.data import design_eta
+from bayes_et.et import ARCHITECTURES, build
+from bayes_et.expfam import (
+    FAMILIES,
+    Gamma,
+    build_family,
+    exact_moments,
+    family_spec,
+    quadrature_moments,
+    same_family,
+)
+from bayes_et.params import load_model, save_model
+from bayes_et.train import TrainedET
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_family_contract(name):
+    family = FAMILIES[name]()
+    assert same_family(build_family(family_spec(family)), family)
+    assert len(family.flat_names) == family.eta_dim == sum(family.stat_sizes)
+    assert set(family.squares) <= set(family.flat_names)
+    assert set(family.squares.values()) <= set(family.flat_names)
+    eta = design_eta(family, 6, seed=0)  # the default box holds valid eta
+    assert eta.shape == (6, family.eta_dim) and np.all(np.asarray(family.is_valid_eta(eta)))
+    u_shape = family.support.u_shape(family.x_shape)
+    u = jnp.linspace(-1.5, 1.5, 4 * int(np.prod(u_shape))).reshape(4, *u_shape)
+    stats = jax.vmap(family.stats_from_unconstrained)(u)
+    direct = family.compute_stats(family.support.forward(u) if family.support.u_size == 1
+                                  else jax.vmap(family.support.forward)(u))
+    np.testing.assert_allclose(stats, direct, rtol=1e-5, atol=1e-6)
+    one_d = int(np.prod(family.x_shape)) == 1
+    if not (family.has_closed_form or one_d):
+        with pytest.raises(ValueError, match="mcmc_moments"):
+            exact_moments(family, eta)
+        return
+    mu, cov = exact_moments(family, eta)
+    assert np.all(np.isfinite(mu)) and np.allclose(cov, np.swapaxes(cov, 1, 2))
+    assert np.all(np.linalg.eigvalsh(cov) > -1e-9)
+    if family.has_closed_form and one_d:  # two independent routes agree
+        np.testing.assert_allclose(quadrature_moments(family, eta)[0], mu, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_architecture_contract(name, tmp_path):
+    key = jax.random.key(0)
+    eta = jnp.array([0.3, -1.2])
+    net = build(name, 2, {}, key)
+    mu, fisher = net(eta), net.fisher(eta)
+    assert mu.shape == (2,) and fisher.shape == (2, 2)
+    assert np.all(np.isfinite(mu)) and np.all(np.isfinite(fisher))
+    drawn = net(eta, key=jax.random.key(1), sample=True)
+    assert drawn.shape == (2,) and not np.allclose(drawn, mu)  # weights are distributions
+    save_model(tmp_path / "m.eqx", net, name=name)
+    back = load_model(tmp_path / "m.eqx", build(name, 2, {}, jax.random.key(9)))
+    np.testing.assert_array_equal(back(eta), mu)
+    if net.has_log_partition:  # declared: mu is the gradient of the network's own A
+        np.testing.assert_allclose(jax.grad(net.log_partition)(eta), mu, rtol=1e-4, atol=1e-5)
+    if net.has_exact_inverse:  # declared: the inverse undoes the map
+        np.testing.assert_allclose(net.inverse(mu), eta, rtol=1e-4, atol=1e-4)
+
+
+def _network(family):
+    net = build("mlp", family.eta_dim, {"width": 8, "depth": 1}, jax.random.key(0))
+    return NetworkMoments(TrainedET.wrap(net), family=family, num_samples=4)
+
+
+PROVIDERS = {
+    ExactMoments: lambda f: ExactMoments(f),
+    NetworkMoments: _network,
+    SamplingMoments: lambda f: SamplingMoments(f, num_chains=2, num_warmup=50,
+                                               num_samples=50, ess_min=10.0),
+    WithFallback: lambda f: WithFallback(_network(f), ExactMoments(f)),
+}
+
+
+def test_every_provider_class_is_under_contract():
+    assert set(MomentProvider.__subclasses__()) == set(PROVIDERS)
+
+
+@pytest.mark.parametrize("cls", list(PROVIDERS), ids=lambda c: c.__name__)
+def test_provider_contract(cls):
+    family = Gamma()
+    provider = PROVIDERS[cls](family)
+    eta = np.array([[1.0, -1.0], [3.0, -2.0], [0.5, -0.5]])
+    # traced, as the solver calls it (eager mixed int64/int32 ops under x64 crash jax 0.10)
+    evaluate = eqx.filter_jit(provider.evaluate)
+    with jax.enable_x64(True):
+        out = evaluate(jnp.asarray(eta), None, jax.random.key(0), full=True)
+    assert out.mean.shape == (3, 2) and out.flags.shape == (3,) and out.flags.dtype == jnp.int32
+    assert (out.cov is None) == provider.exact
+    assert np.all(np.isfinite(out.mean))
+    assert np.all(np.asarray(out.flags) < 2 ** len(MomentFlag))  # only declared flags
+    mean, cov = provider(eta[0])
+    assert mean.shape == (2,) and (cov is None or cov.shape == (2, 2))
+    assert isinstance(provider.flags(eta[0]), list)
+    assert provider.has_fallback == (cls is WithFallback)
+    if provider.num_draws:
+        with jax.enable_x64(True):
+            draw = evaluate(jnp.asarray(eta), jnp.int32(0), jax.random.key(0))
+        assert draw.mean.shape == (3, 2)
