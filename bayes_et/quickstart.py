@@ -101,7 +101,7 @@ def _cavi(run_dir: Path, cfg: dict, family, path: Path) -> dict[str, Any]:
     from bayes_et.expfam import kl_divergence
 
     model, _, solver = load_cavi_config(cfg)
-    providers = {n: WithFallback(NetworkMoments(run_dir), ExactMoments(f))
+    providers = {n: WithFallback(NetworkMoments(run_dir, family=f), ExactMoments(f))
                  for n, f in zip(model.names, model.families, strict=True)
                  if type(f) is type(family)}
     settings = solver_arguments(solver)
@@ -262,7 +262,7 @@ def run_quickstart(config: str | os.PathLike | dict | None = None,
             "seconds": time.perf_counter() - t}
 
         t = stage(4, "predicted versus exact moments along a line of eta")
-        model, _ = load_run(run_dir)
+        model, _ = load_run(run_dir, family)
         summary["slice"] = {**_slice_figure(model, family, cfg.slice, folder / "slice.png"),
                             "seconds": time.perf_counter() - t}
 
