@@ -179,7 +179,10 @@ def _report(summary: dict, metrics: dict, cfg: dict, family) -> str:
         band = f"[{r['lo']:.4f}, {r['hi']:.4f}]" if "lo" in r else "-"
         lines.append(f"| {r['factor']} | {r['eta']} | {r['network']:.4f} | {band} | "
                      f"{r['quadrature']:.4f} | {r.get('inside', '-')} |")
-    lines += ["", "![cavi](cavi.png)", ""]
+    from bayes_et._versions import package_versions
+
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    lines += ["", "![cavi](cavi.png)", "", f"<sub>Written with {versions}.</sub>", ""]
     return "\n".join(lines)
 
 

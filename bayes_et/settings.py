@@ -47,10 +47,17 @@ def number(lo: float = -math.inf, hi: float = math.inf, *, low_open: bool = Fals
             value) and (lo < value if low_open else lo <= value) and (
             value < hi if high_open else value <= hi)
         if not ok:
-            fail(key, value, f"a finite number in {'(' if low_open else '['}{lo}, {hi}"
-                 f"{')' if high_open else ']'}")
+            fail(key, value, f"a finite number {_interval(lo, hi, low_open, high_open)}")
         return float(value)
     return check
+
+
+def _interval(lo: float, hi: float, low_open: bool, high_open: bool) -> str:
+    if math.isinf(hi):
+        return f"{'>' if low_open else '>='} {lo:g}" if math.isfinite(lo) else ""
+    if math.isinf(lo):
+        return f"{'<' if high_open else '<='} {hi:g}"
+    return f"in {'(' if low_open else '['}{lo:g}, {hi:g}{')' if high_open else ']'}"
 
 
 def choice(*options: str) -> Check:

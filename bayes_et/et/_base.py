@@ -16,6 +16,7 @@ from bayes_et.params import (
     LaplacianParameter,
     sample_all_parameters,
 )
+from bayes_et.settings import boolean, choice, integer, known_keys, number
 
 PARAM_TYPES = {"gaussian": GaussianParameter, "laplacian": LaplacianParameter}
 ACTIVATIONS = {"tanh": jax.nn.tanh, "gelu": jax.nn.gelu, "silu": jax.nn.silu,
@@ -92,23 +93,16 @@ class AbstractET(eqx.Module):
 
 
 def check_config(name: str, config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """Defaults completed; unknown keys and bad parameter options raise ValueError."""
-    unknown = set(config) - set(defaults)
-    if unknown:
-        raise ValueError(f"et.{name}: unknown config key(s) {sorted(unknown)}; "
-                         f"allowed: {sorted(defaults)}")
+    """Defaults completed; unknown keys and bad options raise the settings' one error form
+    (keys named `network.KEY`; `name` is the architecture, for the allowed keys)."""
+    known_keys("network", config, set(defaults))
     cfg = {**defaults, **config}
-    if cfg.get("param_type", "gaussian") not in PARAM_TYPES:
-        raise ValueError(f"et.{name}: param_type={cfg['param_type']!r}; allowed: "
-                         f"{sorted(PARAM_TYPES)}")
-    if "activation" in cfg and cfg["activation"] not in ACTIVATIONS:
-        raise ValueError(f"et.{name}: activation={cfg['activation']!r}; allowed: "
-                         f"{sorted(ACTIVATIONS)}")
-    for key in ("width", "depth", "num_layers", "num_steps"):
-        if key in cfg and not (isinstance(cfg[key], int) and cfg[key] >= 1):
-            raise ValueError(f"et.{name}: {key}={cfg[key]!r}; allowed: an int >= 1")
-    if not (isinstance(cfg.get("init_stdv", 1.0), (int, float)) and cfg.get("init_stdv", 1.0) > 0):
-        raise ValueError(f"et.{name}: init_stdv={cfg['init_stdv']!r}; allowed: a number > 0")
+    checks = {"param_type": choice(*PARAM_TYPES), "activation": choice(*ACTIVATIONS),
+              "init_stdv": number(0.0, low_open=True), "bayesian": boolean}
+    checks.update({k: integer(1, 4096) for k in ("width", "depth", "num_layers", "num_steps")})
+    for key, check in checks.items():
+        if key in cfg:
+            check(f"network.{key}", cfg[key])
     return cfg
 
 

@@ -136,9 +136,9 @@ def test_eta_from_mu_on_convex_potential(gamma_points):
 def test_bad_configs():
     with pytest.raises(ValueError, match="unknown architecture 'transformer'"):
         build("transformer", 2, {}, jax.random.key(0))
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['colour'\]"):
+    with pytest.raises(ValueError, match=r"config key 'network.colour' is unknown"):
         build("mlp", 2, {"colour": 1}, jax.random.key(0))
-    with pytest.raises(ValueError, match="width=0"):
+    with pytest.raises(ValueError, match="config key 'network.width': got 0"):
         build("mlp", 2, {"width": 0}, jax.random.key(0))
     with pytest.raises(ValueError, match="glow needs eta_dim >= 2"):
         build("glow", 1, {}, jax.random.key(0))
