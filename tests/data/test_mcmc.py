@@ -64,7 +64,7 @@ def test_bad_sampler_arguments():
     family = Gamma()
     eta = design_eta(family, 2)
     for name, value in [("num_samples", 0), ("num_chains", 1), ("num_warmup", -3)]:
-        with pytest.raises(ValueError, match=f"{name} must be an int"):
+        with pytest.raises(ValueError, match=f"config key .sampler.{name}.: got {value}"):
             mcmc_moments(family, eta, jax.random.key(0), **{name: value})
     with pytest.raises(ValueError, match="n >= 1"):
         mcmc_moments(family, np.zeros((0, 2)), jax.random.key(0))
