@@ -18,7 +18,6 @@ import io
 import json
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,7 +121,6 @@ def run_folder(final: str | os.PathLike, *, force: bool) -> Iterator[Path]:
     if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
         raise ValueError(f"--out: {staging} is in the way (a file or a link); remove it")
     staging.mkdir(parents=True, exist_ok=True)
-    os.chmod(staging, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     yield staging
     if final.exists():  # force (or empty): move the old one aside, then drop it
         old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
