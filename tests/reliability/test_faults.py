@@ -202,9 +202,8 @@ def test_planted_links_at_temporary_names_are_not_followed(work, tmp_path):
 
 def test_train_never_replaces_a_run_without_force_and_force_replaces_it_whole(work, tmp_path,
                                                                              capsys):
-    run = tmp_path / "run"
+    run = _copy_run(work, tmp_path)
     config = write_yaml(tmp_path, "t.yaml", TINY_TRAIN)
-    assert cli.main(["train", str(config), "--data", str(work["data"]), "--out", str(run)]) == 0
     (run / "evaluation-old.json").write_text("{}")
     before = snapshot(run)
     fails(capsys, ["train", str(config), "--data", str(work["data"]), "--out", str(run)],
@@ -286,19 +285,30 @@ def _outside(a):
     return a
 
 
-@pytest.mark.parametrize("changes, reason", [
-    ({"mu_T": _nan_rows}, "non_finite"),
-    ({"ess": _zero_ess}, "ess_not_positive"),
-    ({"eta": _outside}, "eta_outside_space"),
-], ids=["nan_rows", "ess_zero", "eta_outside"])
-def test_bad_rows_are_excluded_and_counted(changes, reason, work, tmp_path):
-    path = _damaged(work, tmp_path, **changes)
+def test_nan_rows_are_excluded_from_training_and_counted(work, tmp_path):
+    path = _damaged(work, tmp_path, mu_T=_nan_rows)
     run = train_run(TINY_TRAIN, data=str(path), out=tmp_path / "run", progress=False)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["excluded_rows"]["invalid"] == 10
-    assert load_dataset(path).metadata["invalid_rows"]["total"] >= (reason != "eta_outside_space")
+    assert metrics["excluded_rows"]["invalid"] == 10 and metrics["num_rows"] == 200
     assert metrics["num_train"] + metrics["num_validation"] + metrics["num_test"] == 190
-    assert np.isfinite(metrics["test"]["mean_z2"])
+    assert np.isfinite(metrics["test"]["mean_z2"]) and np.isfinite(metrics["test"]["crps"])
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"ess": _zero_ess}, "ess_not_positive"),
+    ({"eta": _outside}, "eta_outside_space"),
+], ids=["ess_zero", "eta_outside"])
+def test_bad_rows_are_flagged_and_left_out_of_every_split(changes, reason, work, tmp_path):
+    from bayes_et.data import DataFlag, flag_invalid_rows, split_dataset
+    from bayes_et.expfam import Gamma
+
+    data = flag_invalid_rows(load_dataset(_damaged(work, tmp_path, **changes)), Gamma())
+    assert data.metadata["invalid_rows"][reason] == 10
+    assert np.all(data.flags[:10] & DataFlag.INVALID) and not np.any(data.flags[10:])
+    splits = split_dataset(data)
+    assert sum(len(s) for s in splits) == 190
+    assert all(np.all(s.ess > 0) and np.all(np.asarray(Gamma().is_valid_eta(s.eta)))
+               for s in splits)
 
 
 def test_a_dataset_with_no_usable_rows_is_refused(work, tmp_path, capsys):

@@ -1,5 +1,6 @@
-"""SIGKILL in the middle of generate, train and cavi (`run`: tests/test_quickstart.py): the
-rerun completes, and no output folder is ever seen half-written."""
+"""SIGKILL in the middle of train and cavi (generate: tests/data/test_generate.py, `run`:
+tests/test_quickstart.py): the rerun completes, and no output folder is ever seen
+half-written."""
 
 import os
 import signal
@@ -8,11 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
-
-from bayes_et.data import load_dataset
-from bayes_et.expfam import Gamma, exact_moments
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,24 +29,6 @@ def kill_when(ready, *argv: str, cwd: Path, timeout: float = 300) -> None:
     assert proc.poll() is None, "the command ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-def test_generate_killed_mid_chunks_resumes_to_the_right_answer(tmp_path):
-    config = tmp_path / "g.yaml"
-    config.write_text(yaml.safe_dump({"family": "Gamma", "method": "quadrature",
-                                      "eta": {"num": 3000}, "chunk_size": 100}))
-    parts = tmp_path / "g.npz.parts"
-    kill_when(lambda: len(list(parts.glob("chunk_*.npz"))) >= 2, "generate", str(config),
-              cwd=tmp_path)
-    assert not (tmp_path / "g.npz").exists()
-    done = len(list(parts.glob("chunk_*.npz")))
-    assert 2 <= done < 30
-    assert cli("generate", str(config), cwd=tmp_path).returncode == 2  # needs --resume
-    result = cli("generate", str(config), "--resume", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    data = load_dataset(tmp_path / "g.npz")
-    assert len(data) == 3000 and not parts.exists()
-    np.testing.assert_allclose(data.mu_T, exact_moments(Gamma(), data.eta)[0], rtol=1e-8)
 
 
 def test_train_killed_leaves_no_mixed_folder_and_reruns(tmp_path):
