@@ -27,7 +27,7 @@ from jaxtyping import Array, Float
 from ._family import ExponentialFamily
 
 LOG_DROP = 80.0  # nats below the peak that count as no mass
-COARSE_POINTS = 4097
+COARSE_POINTS = 2049
 PANELS, NODES_PER_PANEL = 256, 16
 ERROR_TOL = 1e-8  # largest accepted error estimate (relative to |mu| + sd)
 PERIODIC_POINTS = 1024

@@ -266,6 +266,7 @@ def test_real_data_config_at_reduced_settings_matches_an_independent_computation
     assert lo <= np.min(np.asarray(record["eta"]["z"])[:, 0]) <= hi
 
 
+@pytest.mark.slow
 def test_grouped_model_with_an_index_array_equals_its_unrolled_form():
     sim = examples.simulate_counts(9, -7.0, 9.0, seed=3, groups=3)
     model = examples.grouped_poisson_lognormal(sim["counts"], sim["exposure"], sim["group"])

@@ -136,6 +136,7 @@ SHARDED = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_two_device_sharding_matches_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu"}

@@ -21,7 +21,12 @@ FAMILIES = [Gaussian(), Gamma(), Beta(), VonMises(), TruncatedNormal(), Quartic(
 DOUBLE_WELLS = np.array([[0.0, 1.5, 0.0, -0.2], [0.3, 1.2, -0.1, -0.25], [-0.5, 1.0, 0.2, -0.3]])
 
 
-@pytest.mark.parametrize("family", FAMILIES, ids=repr)
+SLOW_FAMILIES = ("Quartic", "VonMises", "MultivariateNormal")  # the longest runs: -m slow
+
+
+@pytest.mark.parametrize("family", [
+    pytest.param(f, marks=pytest.mark.slow) if f.name.startswith(SLOW_FAMILIES) else f
+    for f in FAMILIES], ids=repr)
 def test_mcmc_z_scores_are_standard(family):
     eta = design_eta(family, 50, seed=11)
     if isinstance(family, Quartic):

@@ -48,6 +48,7 @@ def test_interface_batching_jit_and_sampling(name, gamma_points):
         model(eta[:3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_overfits_the_gamma_moment_map(name, gamma_points):
     eta, mu = gamma_points

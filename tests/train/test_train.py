@@ -178,6 +178,7 @@ print(json.dumps([len(jax.devices())] + [row["val_nll"] for row in history]))
 """.replace("train(", "__import__('bayes_et.train').train.train(")
 
 
+@pytest.mark.slow
 def test_batches_shard_across_devices():
     """Two host devices (data parallel) follow the single-device training run."""
     code = _TWO_DEVICES.format(tests=str(Path(__file__).parent))
@@ -202,7 +203,9 @@ def test_every_architecture_has_a_valid_config():
     assert {load_train_config(path).architecture for path in CONFIGS} == set(ARCHITECTURES)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.slow) if p.stem in ("glow", "geometric_flow") else p
+    for p in CONFIGS], ids=lambda p: p.stem)
 def test_each_config_trains_its_architecture(path, noisy_gamma):
     """One MAP and one VI epoch of each config's network (narrowed) gives finite losses."""
     cfg = load_train_config(path)
