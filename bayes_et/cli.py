@@ -45,6 +45,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extend(args: argparse.Namespace) -> int:
+    from bayes_et.train import extend_run
+
+    out = extend_run(args.run_dir, args.data, out=args.out, force=args.force,
+                     family=args.family)
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(f"{out}: {metrics['added_rows']} rows added to {args.run_dir}'s data")
+    _print_metrics(metrics["test"], f"{out} (test split)")
+    return 0
+
+
 def _cavi(args: argparse.Namespace) -> int:
     from bayes_et.cavi import cavi_run
 
@@ -54,6 +65,9 @@ def _cavi(args: argparse.Namespace) -> int:
     state = "converged" if result.converged else "NOT converged"
     print(f"wrote {out}/result.json and {out}/cavi.png: {state} after {result.iterations} "
           f"sweeps ({result.timings['solve_seconds']:.2f} s)")
+    for path in sorted(out.glob("fallback-*.npz")):
+        print(f"wrote {path}: the fallback's answers; teach them to the network with "
+              f"bayes-et extend RUN_DIR --data {path}")
     if args.region:
         print(f"wrote {out}/data-{args.region}.yaml: train {args.region}'s network there with "
               f"bayes-et train CONFIG --data {out}/data-{args.region}.yaml")
@@ -122,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--family", default=None, metavar="MODULE:CLASS",
                     help="the run's family when it is not built in")
     ev.set_defaults(func=_evaluate)
+    ex = commands.add_parser("extend", help="continue a run's training with more rows "
+                             "(a CAVI fallback's answers)")
+    ex.add_argument("run_dir", help="run folder written by `bayes-et train`")
+    ex.add_argument("--data", required=True, nargs="+", help="dataset .npz files to add "
+                    "(for example OUT/fallback-FACTOR.npz of `bayes-et cavi`)")
+    ex.add_argument("--out", default=None, help="new run folder (default: RUN_DIR-extended)")
+    ex.add_argument("--force", action="store_true", help="replace an existing run folder")
+    ex.add_argument("--family", default=None, metavar="MODULE:CLASS",
+                    help="the run's family when it is not built in")
+    ex.set_defaults(func=_extend)
     cv = commands.add_parser("cavi", help="solve a model by CAVI from a YAML config")
     cv.add_argument("config", help="CAVI YAML (see configs/cavi/)")
     cv.add_argument("--out", default=None, help="output folder (default: runs/cavi-CONFIG)")

@@ -134,6 +134,10 @@ def _cavi(run_dir: Path, cfg: dict, family, path: Path) -> dict[str, Any]:
     }
 
 
+def _numbers(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+
+
 def _report(summary: dict, metrics: dict, cfg: dict, family) -> str:
     test = metrics["test"]
     cov, lo_hi = test["coverage"], COVERAGE_TARGET
@@ -149,7 +153,9 @@ def _report(summary: dict, metrics: dict, cfg: dict, family) -> str:
         "## 2. Training (MAP, then VI on the widths)", "",
         f"{metrics['epochs']} epochs in {metrics['training_seconds']:.1f} s on "
         f"{metrics['num_train']} eta; {metrics['parameters']['total']} parameters; calibration "
-        f"scale c = {metrics['calibration_scale']:.3f}.", "",
+        f"(log c² = a + b log u per statistic, u the raw spread): a = "
+        f"{_numbers(metrics['calibration']['log_scale'])}, b = "
+        f"{_numbers(metrics['calibration']['slope'])}.", "",
         "![learning curves](learning_curves.png)", "",
         "## 3. Calibration on held-out eta (against quadrature)", "",
         "| nominal | 50% | 80% | 90% | 95% |", "|---|---|---|---|---|",

@@ -277,6 +277,19 @@ def _split(key: str, value: Any) -> tuple[float, float, float]:
 
 
 @dataclasses.dataclass(frozen=True)
+class ActiveSettings:
+    """Active learning after training: `rounds` times, score `candidates` x `num_eta`
+    uniform eta of the data's box by predictive spread (design: spread) or not at all
+    (design: uniform, the baseline), generate data at the `num_eta` chosen (the data's
+    method) and continue training from the last weights."""
+
+    rounds: int = setting(0, integer(0, 1000))
+    num_eta: int = setting(100, integer(1, 10**7))
+    candidates: int = setting(4, integer(1, 1000))
+    design: str = setting("spread", choice("spread", "uniform"))
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainSettings:
     """A training config (configs/train/*.yaml)."""
 
@@ -294,6 +307,7 @@ class TrainSettings:
         (StageSettings("map", 300), StageSettings("vi", 100, lr=1e-2)), list_of(StageSettings))
     predictive: DrawSettings = setting(DrawSettings(), nested(DrawSettings))
     validation: DrawSettings = setting(DrawSettings(8), nested(DrawSettings))
+    active: ActiveSettings = setting(ActiveSettings(), nested(ActiveSettings))
 
 
 @dataclasses.dataclass(frozen=True)

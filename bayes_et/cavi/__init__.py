@@ -11,12 +11,12 @@ from ._providers import (
     WithFallback,
     flag_names,
 )
-from ._run import cavi_run, load_cavi_config
+from ._run import cavi_run, fallback_answers, load_cavi_config
 from ._solver import CAVIResult, run_cavi
 
 __all__ = [
     "CAVIModel", "CAVIResult", "ExactMoments", "Factor", "Model", "MomentFlag",
     "MomentProvider", "NetworkMoments", "SamplingMoments", "Stat", "WithFallback", "cavi_run",
-    "examples", "flag_names",
+    "examples", "fallback_answers", "flag_names",
     "load_cavi_config", "model_from_config", "run_cavi",
 ]

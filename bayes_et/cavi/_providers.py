@@ -223,18 +223,18 @@ def on_rows(fn, eta: Float[Array, "n d"], rows: Bool[Array, " n"], base: Array,
 
 
 class NetworkMoments(MomentProvider):
-    """A trained ET network. Its answer is the network at its weight means (one forward pass
-    per eta); function draw s is that plus c (f_s - f) + c sqrt(misfit) eps_s over one of
-    `num_samples` fixed weight draws f_s (a whole function of eta, shared by every member
-    and sweep). With `squares` (default: unless the network is a convex potential, whose
-    mu is the gradient of its own A), a statistic that the family declares the square
-    of another, T_b = T_a^2, is answered as mu_a^2 + d mu_a / d eta_a (one forward-mode
-    derivative): the variance comes from the slope of the learned map, which a network
-    gets far more accurately than the small difference E[T_b] - mu_a^2 of two large
-    outputs. Flags eta outside the training region (widened by `margin` times its width
-    on each side), non-finite answers, and, with full=True, eta whose calibrated predictive
-    standard deviation passes `max_spread` (in units of the training targets' standard
-    deviation)."""
+    """A trained ET network. Its answer is the network at its weight means (one forward pass per
+    eta); function draw s is that plus c(eta) (f_s - f + sqrt(misfit) eps_s) over one of
+    `num_samples` fixed weight draws f_s (a whole function of eta, shared by every member and
+    sweep; c(eta) the calibration's scale, which for a local calibration needs the spread of all
+    S draws at eta). With `squares` (default: unless the network is a convex potential, whose mu
+    is the gradient of its own A), a statistic that the family declares the square of another,
+    T_b = T_a^2, is answered as mu_a^2 + d mu_a / d eta_a (one forward-mode derivative): the
+    variance comes from the slope of the learned map, which a network gets far more accurately
+    than the small difference E[T_b] - mu_a^2 of two large outputs. Flags eta outside the
+    training region (widened by `margin` times its width on each side), non-finite answers, and,
+    with full=True, eta whose calibrated predictive standard deviation passes `max_spread` (in
+    units of the training targets' standard deviation)."""
 
     model: TrainedET
     nets: AbstractET  # the num_samples weight draws, stacked (leading axis S)
@@ -244,6 +244,7 @@ class NetworkMoments(MomentProvider):
     family: ExponentialFamily = eqx.field(static=True)
     max_spread: float = eqx.field(static=True)
     square_of: tuple[tuple[int, int], ...] = eqx.field(static=True)
+    local: bool = eqx.field(static=True)
 
     def __init__(self, source: str | os.PathLike | TrainedET, *,
                  num_samples: int = _NETWORK.num_samples,
@@ -285,6 +286,7 @@ class NetworkMoments(MomentProvider):
         self.eta_min, self.eta_max = lo - pad, hi + pad
         self.family = family
         self.max_spread = float(max_spread)
+        self.local = bool(np.any(np.asarray(model.calibration[1]) != 0))
         names = family.flat_names
         if squares is None:  # a convex potential's mu is already a gradient: keep it whole
             squares = not model.net.has_log_partition
@@ -301,13 +303,28 @@ class NetworkMoments(MomentProvider):
         """The function draws: one per weight draw."""
         return self.num_samples
 
+    def _deviations(self, eta):
+        """Weight draws minus the network at its means, at one eta: (S, k)."""
+        return eqx.filter_vmap(lambda net: net(eta))(self.nets) - self.model.net(eta)
+
+    def _scale(self, eta, dev=None):
+        """The calibration's scale of each statistic at one eta (k,)."""
+        if not self.local and dev is None:
+            return self.model.spread_scale(self.model.misfit_variance)  # constant in eta
+        dev = self._deviations(eta) if dev is None else dev
+        return self.model.spread_scale(jnp.mean(dev**2, 0) + self.model.misfit_variance)
+
     def _function(self, draw):
         """eta -> mu_T of the network at its means, or of calibrated function draw `draw`."""
         if draw is None:
             return self.model.net
         net = jax.tree_util.tree_map(lambda a: a[draw] if eqx.is_array(a) else a, self.nets)
-        c = self.model.calibration
-        return lambda e: (lambda p: p + c * (net(e) - p) + self.offsets[draw])(self.model.net(e))
+
+        def function(e):
+            point = self.model.net(e)
+            return point + self._scale(e) * (net(e) - point + self.offsets[draw])
+
+        return function
 
     def _one(self, eta, draw, full: bool):
         """(value, cov or None, spread flag) at one float32 eta."""
@@ -320,9 +337,10 @@ class NetworkMoments(MomentProvider):
             value = value.at[b].set(value[a] ** 2 + slope[a])
         if not full:
             return value, None, jnp.int32(0)
-        c = self.model.calibration
-        dev = eqx.filter_vmap(lambda net: net(eta))(self.nets) - self.model.net(eta)
-        cov = c**2 * (dev.T @ dev / self.num_samples + jnp.diag(self.model.misfit_variance))
+        dev = self._deviations(eta)
+        m = self._scale(eta, dev)
+        cov = m[:, None] * (dev.T @ dev / self.num_samples
+                            + jnp.diag(self.model.misfit_variance)) * m[None, :]
         spread = jnp.sqrt(jnp.diagonal(cov)) / self.model.net.scaler.mu_scale
         wide = jnp.max(spread) > self.max_spread
         return value, cov, jnp.where(wide, MomentFlag.WIDE_PREDICTIVE_SPREAD, 0)
@@ -346,7 +364,8 @@ class NetworkMoments(MomentProvider):
             if draw is None:
                 return point
             net = jax.tree_util.tree_map(lambda a: a[draw] if eqx.is_array(a) else a, self.nets)
-            return point + self.model.calibration * (net.log_partition(e) - point)
+            scale = jnp.exp(jnp.mean(jnp.log(self._scale(e))))  # one scale for the scalar A
+            return point + scale * (net.log_partition(e) - point)
 
         return _block_map(one, eta.astype(jnp.float32)).astype(eta.dtype)
 

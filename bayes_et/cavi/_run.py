@@ -13,10 +13,14 @@ import yaml
 
 from bayes_et._files import run_folder, write_json, write_text
 from bayes_et._versions import package_versions
+from bayes_et.data import Dataset, moments_dataset, save_dataset
+from bayes_et.expfam import family_spec
 from bayes_et.settings import (
+    DataSettings,
     NetworkSettings,
     SamplerSettings,
     SolverSettings,
+    as_dict,
     fail,
     integer,
     known_keys,
@@ -29,6 +33,7 @@ from ._model import CAVIModel, model_from_config
 from ._plots import plot_cavi
 from ._providers import (
     ExactMoments,
+    MomentFlag,
     MomentProvider,
     NetworkMoments,
     SamplingMoments,
@@ -154,13 +159,47 @@ def load_cavi_config(source: str | os.PathLike | dict
     return model, providers, parse(SolverSettings, cfg.get("solver"), "solver")
 
 
+def fallback_answers(result: CAVIResult, providers: dict[str, MomentProvider]
+                     ) -> dict[str, Dataset]:
+    """Per factor whose network needed its fallback at the fixed point: the answers of the
+    backup at those members' eta, as a dataset to extend the network's run with
+    (`bayes_et.train.extend_run`): exact moments (closed form, else quadrature) for an
+    exact backup, NUTS moments with the backup's settings for a sampling one."""
+    answers = {}
+    for index, name in enumerate(result.names):
+        provider = providers.get(name)
+        if not isinstance(provider, WithFallback):
+            continue
+        family = provider.family
+        used = (result.member_flags[name] & MomentFlag.ANSWERED_BY_FALLBACK) != 0
+        eta = np.reshape(result.eta[name], (-1, family.eta_dim))[used]
+        if len(eta) == 0:
+            continue
+        backup = provider.backup
+        if isinstance(backup, SamplingMoments):
+            method, sampler = "mcmc", dict(backup.settings)
+        else:
+            method, sampler = ("closed_form" if family.has_closed_form else "quadrature"), {}
+        raw = {"family": family_spec(family), "eta": {"num": len(eta)}, "method": method,
+               "sampler": sampler, "seed": index}
+        cfg = parse(DataSettings, raw, "fallback data")
+        rows = moments_dataset(family, method, eta, np.arange(len(eta)), cfg)
+        answers[name] = dataclasses.replace(rows, metadata={
+            "family": raw["family"], "stat_names": list(family.flat_names), "method": method,
+            "config": as_dict(cfg), "source": f"fallback answers of CAVI factor {name!r}",
+            "versions": package_versions()})
+    return answers
+
+
 def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = None, *,
              region: str | None = None, region_num: int = 4000, region_margin: float = 0.05,
              force: bool = False, progress: bool = False) -> tuple[CAVIResult, Path]:
     """Solve the model a CAVI config describes; write the folder OUT whole (result.json,
     cavi.png, and with `region` (a factor name) data-REGION.yaml: a data config of
     `region_num` eta over the box the solver visited for that factor, see
-    `CAVIResult.data_config`). An existing OUT is replaced only with `force`."""
+    `CAVIResult.data_config`), and fallback-FACTOR.npz where a network's fallback answered
+    at the fixed point (`fallback_answers`). An existing OUT is replaced only with
+    `force`."""
     raw = read_config(config)
     model, providers, solver = load_cavi_config(raw)
     if region is not None and region not in model.names:
@@ -173,6 +212,8 @@ def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = N
         result = run_cavi(model, providers, key=jax.random.key(solver.seed), progress=progress,
                           **solver_arguments(solver))
         write_json(folder / "result.json", {"config": raw, **result.to_json()})
+        for factor, rows in fallback_answers(result, providers).items():
+            save_dataset(folder / f"fallback-{factor}.npz", rows)
         if region is not None:
             data = result.data_config(region, model.families[model.names.index(region)],
                                       num=region_num, margin=region_margin)

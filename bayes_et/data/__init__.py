@@ -10,12 +10,12 @@ from ._dataset import (
     split_dataset,
 )
 from ._design import design_eta
-from ._generate import generate, resolve_method
+from ._generate import generate, moments_dataset, resolve_method
 from ._mcmc import MomentEstimate, mcmc_moments
 from ._sharding import eta_mesh, map_over_eta
 
 __all__ = [
     "DataFlag", "Dataset", "MomentEstimate", "design_eta", "flag_invalid_rows",
     "eta_mesh", "generate", "load_data_config", "load_dataset", "map_over_eta", "mcmc_moments",
-    "resolve_method", "save_dataset", "split_dataset",
+    "moments_dataset", "resolve_method", "save_dataset", "split_dataset",
 ]

@@ -16,7 +16,12 @@ def load_data_config(source: str | os.PathLike | Mapping | DataSettings) -> Data
     """Read (from YAML, a dict or settings), validate and complete a dataset config."""
     cfg = source if isinstance(source, DataSettings) else parse(DataSettings,
                                                                 read_config(source))
-    family = build_family(cfg.family)
+    return complete_data_config(cfg, build_family(cfg.family))
+
+
+def complete_data_config(cfg: DataSettings, family) -> DataSettings:
+    """`cfg` with its box checked against `family` (given: a recorded config never
+    imports code) and completed."""
     box = _box(family, cfg.eta.box)
     lo, hi = box_arrays(family, box)
     if lo is None:

@@ -48,7 +48,10 @@ def resolve_method(family: ExponentialFamily, method: str) -> str:
     return method
 
 
-def _moments(family, method, eta, ids, cfg: DataSettings) -> Dataset:
+def moments_dataset(family: ExponentialFamily, method: str, eta: np.ndarray, ids: np.ndarray,
+                    cfg: DataSettings) -> Dataset:
+    """Rows of data at `eta` by `method` (closed_form, quadrature or mcmc with the
+    config's sampler); `ids` (one int per eta) choose the sampler keys with the seed."""
     if method == "mcmc":
         est = mcmc_moments(family, eta, jax.random.key(cfg.seed), eta_ids=ids,
                            **dataclasses.asdict(cfg.sampler))
@@ -132,7 +135,7 @@ def generate(
         chunk = _finished_chunk(path, eta[ids])
         if chunk is None:
             t0 = time.perf_counter()
-            chunk = _moments(family, method, eta[ids], ids, cfg)
+            chunk = moments_dataset(family, method, eta[ids], ids, cfg)
             chunk = replace(chunk, metadata={"seconds": time.perf_counter() - t0,
                                              "versions": package_versions()})
             if writer:
@@ -199,4 +202,4 @@ def _finished_chunk(path: Path, eta: np.ndarray) -> Dataset | None:
     return chunk if same and "seconds" in chunk.metadata else None
 
 
-__all__ = ["generate", "generate_into", "resolve_method"]
+__all__ = ["generate", "generate_into", "moments_dataset", "resolve_method"]

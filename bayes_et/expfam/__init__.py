@@ -3,7 +3,15 @@
 from ._divergence import kl_divergence, log_partition_difference
 from ._family import ExponentialFamily
 from ._laplace import laplace_moments_at
-from ._named import Beta, Gamma, LaplaceProduct, PoissonLogNormal, Quartic, VonMises
+from ._named import (
+    Beta,
+    Gamma,
+    GinzburgLandau,
+    LaplaceProduct,
+    PoissonLogNormal,
+    Quartic,
+    VonMises,
+)
 from ._normal import Gaussian, MultivariateNormal, TruncatedNormal
 from ._quadrature import exact_moments, quadrature_moments
 from ._spec import build_family, family_from_record, family_spec, same_family
@@ -12,12 +20,13 @@ from ._supports import Circle, Interval, Positive, Real, Support
 FAMILIES = {
     cls.__name__: cls
     for cls in (Gaussian, MultivariateNormal, Gamma, Beta, VonMises, LaplaceProduct,
-                TruncatedNormal, Quartic, PoissonLogNormal)
+                TruncatedNormal, Quartic, PoissonLogNormal, GinzburgLandau)
 }
 """Built-in families by name (as used in configs)."""
 
 __all__ = [
-    "FAMILIES", "Beta", "Circle", "ExponentialFamily", "Gamma", "Gaussian", "Interval",
+    "FAMILIES", "Beta", "Circle", "ExponentialFamily", "Gamma", "Gaussian", "GinzburgLandau",
+    "Interval",
     "LaplaceProduct", "MultivariateNormal", "PoissonLogNormal", "Positive", "Quartic", "Real",
     "Support", "TruncatedNormal", "VonMises", "build_family", "exact_moments", "family_from_record",
     "family_spec", "same_family",

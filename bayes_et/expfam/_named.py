@@ -1,4 +1,5 @@
-"""Gamma, Beta, VonMises, LaplaceProduct (closed forms), Quartic and PoissonLogNormal."""
+"""Gamma, Beta, VonMises, LaplaceProduct (closed forms), Quartic, PoissonLogNormal and
+GinzburgLandau (no closed form)."""
 
 from __future__ import annotations
 
@@ -194,3 +195,26 @@ class PoissonLogNormal(ExponentialFamily):
 
     def eta_constraints(self, eta):
         return {"eta['x2'] < 0": eta["x2"] < 0, "eta['exp_x'] < 0": eta["exp_x"] < 0}
+
+
+class GinzburgLandau(ExponentialFamily):
+    """A two-component order parameter x in R^2 under a Ginzburg-Landau (O(2) phi^4)
+    weight exp(eta . T(x)), T = [x1, x2, x1^2, x2^2, x1 x2, |x|^4], eta_r4 < 0: the
+    Mexican hat (a ring of radius ~ sqrt(eta_x1sq / -2 eta_r4)) for positive quadratic
+    terms, one well for negative ones, tilted by a field (eta_x1, eta_x2). No closed form
+    and two-dimensional x: data by MCMC only."""
+
+    x_shape = (2,)
+    stat_shapes = {"x1": (), "x2": (), "x1_sq": (), "x2_sq": (), "x1x2": (), "r4": ()}
+    squares = {"x1_sq": "x1", "x2_sq": "x2"}
+    support = Real()
+    eta_box = {"x1": (-1.0, 1.0), "x2": (-1.0, 1.0), "x1_sq": (-1.0, 1.0),
+               "x2_sq": (-1.0, 1.0), "x1x2": (-0.5, 0.5), "r4": (-1.0, -0.25)}
+
+    def _compute_stats(self, x):
+        r2 = x[0] ** 2 + x[1] ** 2
+        return {"x1": x[0], "x2": x[1], "x1_sq": x[0] ** 2, "x2_sq": x[1] ** 2,
+                "x1x2": x[0] * x[1], "r4": r2**2}
+
+    def eta_constraints(self, eta):
+        return {"eta['r4'] < 0": eta["r4"] < 0}

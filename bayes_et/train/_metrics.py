@@ -10,6 +10,7 @@ import numpy as np
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 RELIABILITY_LEVELS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 PIT_BINS = 10
+SPREAD_BINS = 4
 _erf = np.vectorize(math.erf, otypes=[float])
 
 
@@ -24,12 +25,15 @@ def coverage(z: np.ndarray, level: float) -> float:
 
 def calibration_metrics(
     mean: np.ndarray, var: np.ndarray, truth: np.ndarray, mcse: np.ndarray | None = None,
-    stat_names: list[str] | None = None,
+    stat_names: list[str] | None = None, truth_noise: np.ndarray | None = None,
 ) -> dict:
-    """Metrics of predictions N(mean, var) (n, k) against exact moments `truth` (n, k):
-    coverage at LEVELS, mean z^2, Gaussian NLL, CRPS, PIT histogram, normalised RMSE per
-    statistic (RMSE / std of the truth), and with `mcse` (the MC standard errors of the
-    training-style data at these eta) RMS((mean - truth) / mcse) per statistic."""
+    """Metrics of predictions N(mean, var) (n, k) against `truth` (n, k): coverage at
+    LEVELS, mean z^2, Gaussian NLL, CRPS, PIT histogram, normalised RMSE per statistic
+    (RMSE / std of the truth), 90% coverage and mean z^2 within SPREAD_BINS equal-count
+    bins of predictive variance (per statistic, pooled: local calibration), with `mcse`
+    (the MC standard errors of the training-style data at these eta) RMS((mean - truth) /
+    mcse) per statistic, and with `truth_noise` (the variance of a noisy truth, already in
+    `var`) the normalised RMSE with that noise subtracted."""
     mean, var, truth = (np.asarray(a, np.float64) for a in (mean, var, truth))
     if not (mean.shape == var.shape == truth.shape and mean.ndim == 2):
         raise ValueError(f"calibration_metrics: mean, var, truth must share a shape (n, k); "
@@ -54,6 +58,16 @@ def calibration_metrics(
         "nrmse": dict(zip(names, (np.sqrt(np.mean(err**2, 0)) / truth.std(0)).tolist(),
                           strict=True)),
     }
+    ranks = np.argsort(np.argsort(var, axis=0), axis=0)  # per statistic
+    bins = ranks * SPREAD_BINS // mean.shape[0]
+    metrics["by_spread"] = [
+        {"coverage_90": coverage(z[bins == b], 0.9), "mean_z2": float(np.mean(z[bins == b] ** 2)),
+         "median_sd": float(np.median(sd[bins == b]))}
+        for b in range(SPREAD_BINS) if np.any(bins == b)]
+    if truth_noise is not None:
+        excess = np.mean(err**2, 0) - np.mean(np.asarray(truth_noise, np.float64), 0)
+        metrics["nrmse_noise_corrected"] = dict(zip(
+            names, (np.sqrt(np.maximum(excess, 0.0)) / truth.std(0)).tolist(), strict=True))
     if mcse is not None:
         scaled = err / np.asarray(mcse, np.float64)
         metrics["rms_error_over_mcse"] = dict(zip(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,11 @@ from bayes_et.data import (
     flag_invalid_rows,
     load_data_config,
     load_dataset,
+    moments_dataset,
+    save_dataset,
     split_dataset,
 )
+from bayes_et.data._config import box_arrays, complete_data_config
 from bayes_et.data._generate import generate_into
 from bayes_et.et import ARCHITECTURES, build
 from bayes_et.expfam import (
@@ -32,17 +37,20 @@ from bayes_et.expfam import (
     same_family,
 )
 from bayes_et.params import get_parameter_count, load_header, load_model, save_model
-from bayes_et.settings import TrainSettings, as_dict, integer
+from bayes_et.settings import DataSettings, TrainSettings, as_dict, integer, parse
 
+from ._active import select_eta
+from ._calibration import Z2_LEVEL, recalibrate
 from ._config import load_train_config
 from ._metrics import calibration_metrics
 from ._model import TrainedET
 from ._objective import make_targets, mc_noise
 from ._plots import plot_calibration, plot_learning_curves
-from ._predictive import mean_z2, predict, recalibrate
+from ._predictive import predict
 from ._trainer import train
 
 EXACT_METHODS = ("closed_form", "quadrature")
+ADDED = "added.npz"  # rows added to a run's data: active learning, a fallback's answers
 MIN_ROWS = 2  # per split
 
 
@@ -87,13 +95,16 @@ def evaluate(model: TrainedET, data: Dataset, family: ExponentialFamily, key: ja
         mcse = np.sqrt(np.diagonal(mc_noise(data), axis1=1, axis2=2))
     exact = data.metadata.get("method") in EXACT_METHODS or family.has_closed_form or (
         int(np.prod(family.x_shape)) == 1)
+    noise = None
     if exact or mcse is None:
         truth, source = exact_truth(family, data), "exact moments"
     else:
-        truth, var = np.asarray(data.mu_T, np.float64), var + mcse**2
-        source = "Monte-Carlo targets (their MC variance added; no exact moments exist)"
+        truth, noise = np.asarray(data.mu_T, np.float64), mcse**2
+        var = var + noise
+        source = ("Monte-Carlo targets (no exact moments exist): their MC variance is added "
+                  "to the predictive one and subtracted from the squared error")
     return {"truth": source, **calibration_metrics(np.asarray(mean), var, truth, mcse,
-                                                   list(family.flat_names))}
+                                                   list(family.flat_names), noise)}
 
 
 def _template(hyperparams: dict) -> TrainedET:
@@ -171,13 +182,13 @@ def _excluded(dataset: Dataset) -> dict[str, int]:
 def train_run(config: str | os.PathLike | dict | TrainSettings, *, data: str | None = None,
               out: str | os.PathLike | None = None, force: bool = False,
               progress: bool = True, family: ExponentialFamily | str | None = None) -> Path:
-    """Train the network that `config` describes and write the run folder `out` whole:
-    model.eqx, metrics.json, history.csv, learning_curves.png, calibration.png (and
-    data.npz when the data is a config). Inputs and the output path are checked before
-    any work; an existing run is replaced (whole) only with `force`. Rows of the data
-    that are flagged or invalid (NaN, ess <= 0, eta outside the family's space) are left
-    out and counted in metrics.json. `family`: needed for data of a family that is not
-    built in (the family, or its 'module:Class')."""
+    """Train the network that `config` describes and write the run folder `out` whole: model.eqx,
+    metrics.json, history.csv, learning_curves.png, calibration.png (and data.npz when the data
+    is a config, added.npz after active-learning rounds). Inputs and the output path are checked
+    before any work; an existing run is replaced (whole) only with `force`. Rows of the data
+    that are flagged or invalid (NaN, ess <= 0, eta outside the family's space) are left out and
+    counted in metrics.json. `family`: needed for data of a family that is not built in (the
+    family, or its 'module:Class')."""
     cfg = load_train_config(config)
     source = data or cfg.data
     if source is None:
@@ -197,24 +208,89 @@ def train_run(config: str | os.PathLike | dict | TrainSettings, *, data: str | N
     return out
 
 
-def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family,
-                source: str, progress: bool) -> None:
-    train_set, val_set, test_set = _splits(dataset, family, cfg)
-    key_net, key_train, key_pred = jax.random.split(jax.random.key(cfg.seed), 3)
-    net = build(cfg.architecture, family.eta_dim, cfg.network, key_net)
-    model = TrainedET.wrap(net.standardize(train_set.eta, train_set.mu_T),
-                           cfg.likelihood.init_misfit)
+def _with_rows(train_set: Dataset, val_set: Dataset, rows: Dataset | None, cfg: TrainSettings,
+               family) -> tuple[Dataset, Dataset]:
+    """Added rows (active learning, a fallback's answers) joined to the train and
+    validation splits in their ratio; the test split stays as it was, so scores compare."""
+    if rows is None or len(rows) == 0:
+        return train_set, val_set
+    rows = flag_invalid_rows(rows, family)
+    share = cfg.split[0] / (cfg.split[0] + cfg.split[1])
+    new_train, new_val = split_dataset(rows, (share, 1 - share), cfg.seed)
+    join = lambda a, b: Dataset.concatenate([a, b], a.metadata)
+    return join(train_set, new_train), join(val_set, new_val)
+
+
+def _fit(model: TrainedET, cfg: TrainSettings, train_set: Dataset, val_set: Dataset,
+         key: jax.Array, key_pred: jax.Array, progress: bool) -> tuple[TrainedET, list[dict]]:
+    """Train from the model's weights (its standardisation kept), then recalibrate."""
     floor = cfg.likelihood.noise_floor
-    start = time.perf_counter()
     model, history = train(model, make_targets(train_set, model, floor),
-                           make_targets(val_set, model, floor), cfg, key=key_train,
+                           make_targets(val_set, model, floor), cfg, key=key,
                            progress=progress)
-    seconds = time.perf_counter() - start
+    return recalibrate(model, val_set, key_pred, cfg.predictive.num_samples), history
+
+
+def _recorded_data_config(dataset: Dataset, family) -> DataSettings:
+    """The data config recorded in the dataset (for more data of the same kind)."""
+    raw = dataset.metadata.get("config")
+    if not isinstance(raw, dict):
+        raise ValueError("config key 'active': the data records no config (metadata "
+                         "'config'); make it with bayes-et generate")
+    return complete_data_config(parse(DataSettings, raw, "data config"), family)
+
+
+def _curve_point(model, test_set, family, key, num_samples, num_eta) -> dict[str, Any]:
+    test = evaluate(model, test_set, family, key, num_samples)
+    return {"num_eta": num_eta, "max_nrmse": max(test["nrmse"].values()),
+            "coverage_90": test["coverage"]["0.9"], "mean_z2": test["mean_z2"]}
+
+
+def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, source: str,
+                progress: bool, *, start: TrainedET | None = None,
+                added: Dataset | None = None, extends: str | None = None) -> None:
+    """Train (from `start`'s weights if given) on the dataset's splits plus `added` rows,
+    run the config's active-learning rounds, and write the run's files into `folder`."""
+    train_set, val_set, test_set = _splits(dataset, family, cfg)
+    data_cfg = _recorded_data_config(dataset, family) if cfg.active.rounds else None
+    key_net, key_train, key_pred = jax.random.split(jax.random.key(cfg.seed), 3)
+    trained = start
+    if start is None:
+        net = build(cfg.architecture, family.eta_dim, cfg.network, key_net)
+        start = TrainedET.wrap(net.standardize(train_set.eta, train_set.mu_T),
+                               cfg.likelihood.init_misfit)
+    train_set, val_set = _with_rows(train_set, val_set, added, cfg, family)
     num_samples = cfg.predictive.num_samples
-    model = recalibrate(model, val_set, key_pred, num_samples)
+    began = time.perf_counter()
+    if trained is None or added is not None:
+        model, history = _fit(start, cfg, train_set, val_set, key_train, key_pred, progress)
+    else:  # more rounds for a trained network: no new rows yet
+        model, history = trained, []
+    curve = []
+    for index in range(cfg.active.rounds):
+        curve.append(_curve_point(model, test_set, family, key_pred, num_samples,
+                                  len(train_set) + len(val_set)))
+        ids = len(dataset) + (0 if added is None else len(added)) + np.arange(
+            cfg.active.num_eta)
+        eta = select_eta(model, family, box_arrays(family, data_cfg.eta.box), cfg.active,
+                         jax.random.fold_in(key_pred, index), cfg.seed + 1 + index, num_samples)
+        rows = moments_dataset(family, dataset.metadata["method"], eta, ids[: len(eta)],
+                               data_cfg)
+        rows = replace(rows, metadata={**dataset.metadata, "counts": None})
+        added = rows if added is None else Dataset.concatenate([added, rows], added.metadata)
+        train_set, val_set = _with_rows(train_set, val_set, rows, cfg, family)
+        model, more = _fit(model, cfg, train_set, val_set,
+                           jax.random.fold_in(key_train, index + 1), key_pred, progress)
+        history += [{**row, "epoch": len(history) + i, "round": index + 1}
+                    for i, row in enumerate(more)]
+    seconds = time.perf_counter() - began
+    if curve:
+        curve.append(_curve_point(model, test_set, family, key_pred, num_samples,
+                                  len(train_set) + len(val_set)))
     mean, cov = predict(model, val_set.eta, key_pred, num_samples)
-    val_z2 = mean_z2(np.asarray(mean), np.diagonal(np.asarray(cov), axis1=1, axis2=2),
-                     val_set.mu_T, np.diagonal(mc_noise(val_set), axis1=1, axis2=2))
+    val_var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2) + np.diagonal(
+        mc_noise(val_set), axis1=1, axis2=2)
+    val_z2 = (val_set.mu_T - np.asarray(mean, np.float64)) ** 2 / val_var
     spec = family_spec(family)
     hyperparams = {
         "architecture": cfg.architecture, "eta_dim": family.eta_dim,
@@ -225,23 +301,70 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family,
         "data": source, "data_method": dataset.metadata.get("method"),
     }
     save_model(folder / "model.eqx", model, **hyperparams)
+    if added is not None:
+        save_dataset(folder / ADDED, added)
     flagged = flag_invalid_rows(dataset, family)
     metrics = {
         "architecture": cfg.architecture, "family": spec,
         "data": source, "num_rows": len(dataset), "excluded_rows": _excluded(flagged),
+        "added_rows": 0 if added is None else len(added), "extends": extends,
         "num_train": len(train_set), "num_validation": len(val_set), "num_test": len(test_set),
         "parameters": get_parameter_count(model.net),
         "training_seconds": seconds, "epochs": len(history),
-        "calibration_scale": float(model.calibration),
-        "validation_mean_z2": val_z2,
+        "calibration": dict(zip(("log_scale", "slope", "log_u_min", "log_u_max"),
+                                np.asarray(model.calibration, np.float64).tolist(),
+                                strict=True)),
+        "validation_mean_z2": float(np.mean(val_z2)),
+        "validation_coverage_90": float(np.mean(val_z2 <= Z2_LEVEL)),
         "test": evaluate(model, test_set, family, key_pred, num_samples),
+        "active_learning": curve,
         "config": as_dict(cfg),
     }
     write_json(folder / "metrics.json", metrics)
-    _write_history(folder / "history.csv", history)
+    _write_history(folder / "history.csv", [{"round": 0, **row} for row in history])
     plot_learning_curves(history, folder / "learning_curves.png")
     plot_calibration(metrics["test"], folder / "calibration.png",
-                     f"{cfg.architecture} on {family.name}: held-out eta vs exact moments")
+                     f"{cfg.architecture} on {family.name}: held-out eta vs "
+                     f"{metrics['test']['truth'].split(' (')[0]}")
+
+
+def extend_run(run_dir: str | os.PathLike, data: str | os.PathLike | list = (), *,
+               out: str | os.PathLike | None = None, config: Any = None,
+               force: bool = False, progress: bool = True,
+               family: ExponentialFamily | str | None = None) -> Path:
+    """A new run folder `out` (default RUN_DIR-extended) whose network continues from the
+    run's weights on its data plus the rows of `data` (dataset files, for example the
+    answers a CAVI fallback gave: `fallback-<factor>.npz`), joined to the train and
+    validation splits; the test split stays the run's. `config` (default: the run's,
+    without active-learning rounds) sets the stages; with `active.rounds` in it (and no
+    data) the run gets that many more active-learning rounds."""
+    model, hyperparams = load_run(run_dir, family)
+    fam = family_from_record(hyperparams["family"], family, "run family")
+    run_dir = Path(run_dir)
+    recorded = json.loads((run_dir / "metrics.json").read_text())["config"]
+    cfg = load_train_config(config if config is not None else
+                            {**recorded, "active": {"rounds": 0}})
+    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    parts = [load_dataset(run_dir / ADDED)] if (run_dir / ADDED).is_file() else []
+    for path in paths:
+        rows = load_dataset(path)
+        if not same_family(rows.metadata.get("family"), hyperparams["family"]):
+            raise ValueError(f"--data: {path} holds {rows.metadata.get('family')!r}; the run "
+                             f"was trained on {hyperparams['family']!r}")
+        parts.append(rows)
+    if not parts and not cfg.active.rounds:
+        raise ValueError("--data: nothing to add (no rows, no active.rounds in the config)")
+    source = hyperparams["data"]
+    original = run_dir / "data.npz" if (run_dir / "data.npz").is_file() else Path(source)
+    dataset = load_dataset(original)
+    out = Path(out or f"{run_dir}-extended")
+    with run_folder(out, force=force) as folder:
+        if original.parent == run_dir:
+            os.link(original, folder / "data.npz")
+        added = Dataset.concatenate(parts, parts[0].metadata) if parts else None
+        _train_into(folder, cfg, dataset, fam, source, progress, start=model, added=added,
+                    extends=str(run_dir))
+    return out
 
 
 def evaluate_run(run_dir: str | os.PathLike, data: str, *, num_samples: int = 64,

@@ -1,0 +1,99 @@
+"""Scoring without exact moments, active learning, and runs extended by a fallback's answers."""
+
+import json
+
+import jax
+import numpy as np
+import yaml
+from conftest import TINY
+
+from bayes_et import cli
+from bayes_et.cavi import (
+    ExactMoments,
+    NetworkMoments,
+    WithFallback,
+    examples,
+    fallback_answers,
+    run_cavi,
+)
+from bayes_et.data import design_eta, load_dataset, save_dataset
+from bayes_et.expfam import Quartic
+from bayes_et.train import extend_run, load_run, predict, spread_score, train_run
+
+ARTEFACTS = ("model.eqx", "metrics.json", "history.csv", "learning_curves.png",
+             "calibration.png")
+
+
+def test_train_and_evaluate_a_two_dimensional_family_without_exact_moments(tmp_path, capsys):
+    data = {"family": "GinzburgLandau", "eta": {"num": 40}, "method": "mcmc", "seed": 1,
+            "sampler": {"num_chains": 2, "num_warmup": 100, "num_samples": 200,
+                        "ess_min": 50}}
+    (tmp_path / "gl.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "split": [0.6, 0.2, 0.2]}))
+    run = tmp_path / "run"
+    assert cli.main(["train", str(tmp_path / "tiny.yaml"), "--data", str(tmp_path / "gl.yaml"),
+                     "--out", str(run)]) == 0
+    for name in (*ARTEFACTS, "data.npz"):
+        assert (run / name).stat().st_size > 0, name
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["truth"].startswith("Monte-Carlo targets")
+    assert set(test["rms_error_over_mcse"]) == set(test["nrmse_noise_corrected"]) == {
+        "x1", "x2", "x1_sq", "x2_sq", "x1x2", "r4"}
+    assert len(test["by_spread"]) == 4 and np.isfinite(test["mean_z2"])
+    assert cli.main(["evaluate", str(run), "--data", str(run / "data.npz")]) == 0
+    assert "Monte-Carlo targets" in capsys.readouterr().out
+    evaluation = json.loads((run / "evaluation-data.json").read_text())
+    assert evaluation["num_eta"] == 40 and (run / "calibration-data.png").stat().st_size > 0
+
+
+def test_an_active_learning_round_puts_eta_where_the_spread_is_and_beats_uniform(tmp_path):
+    data = tmp_path / "quartic.yaml"
+    data.write_text(yaml.safe_dump({"family": "Quartic", "eta": {"num": 200},
+                                    "method": "quadrature"}))
+    base = {**TINY, "network": {"width": 32, "depth": 2}, "split": [0.6, 0.1, 0.3],
+            "stages": [{"name": "map", "epochs": 100, "lr": 1e-2, "patience": 30},
+                       {"name": "vi", "epochs": 10, "lr": 1e-2}]}
+    first = train_run(base, data=str(data), out=tmp_path / "first", progress=False)
+    curves, added = {}, {}
+    for design in ("spread", "uniform"):  # one more round of 200 eta each, at equal budget
+        config = {**base, "active": {"rounds": 1, "num_eta": 200, "design": design}}
+        run = extend_run(first, config=config, out=tmp_path / design, progress=False)
+        curves[design] = json.loads((run / "metrics.json").read_text())["active_learning"]
+        added[design] = load_dataset(run / "added.npz").eta
+    start, spread, uniform = curves["spread"][0], curves["spread"][1], curves["uniform"][1]
+    assert start == curves["uniform"][0] and spread["num_eta"] == uniform["num_eta"] == 340
+    assert spread["max_nrmse"] < uniform["max_nrmse"]
+    # The new eta lie where the first network's spread was largest: its top quarter over a
+    # uniform sample of the box holds most of them (and a quarter of the uniform ones).
+    model, _ = load_run(first)
+    key = jax.random.key(0)
+    cut = np.quantile(spread_score(model, design_eta(Quartic(), 4000, seed=9), key, 16), 0.75)
+    share = {d: np.mean(spread_score(model, eta, key, 16) > cut) for d, eta in added.items()}
+    assert share["spread"] > 0.6 and share["uniform"] < 0.4, (share, curves)
+
+
+def test_fallback_answers_extend_a_run_and_improve_it_there(tmp_path):
+    data = tmp_path / "pln.yaml"
+    data.write_text(yaml.safe_dump({
+        "family": "PoissonLogNormal", "method": "quadrature",
+        "eta": {"num": 300, "box": {"x": [0.0, 150.0], "x2": [-3.0, -0.5],
+                                    "exp_x": [-1.0, -1.0]}}}))
+    run = train_run(TINY, data=str(data), out=tmp_path / "run", progress=False)
+    sim = examples.simulate_counts(60, -6.0, 4.0, seed=0)  # counts up to ~480
+    model = examples.poisson_lognormal(sim["counts"], sim["exposure"])
+    family = model.families[model.names.index("z")]
+    providers = {"z": WithFallback(NetworkMoments(run), ExactMoments(family))}
+    answers = fallback_answers(run_cavi(model, providers), providers)["z"]
+    assert len(answers) >= 5 and np.all(answers.eta[:, 0] > 140.0)
+    save_dataset(tmp_path / "fallback-z.npz", answers)
+    assert cli.main(["extend", str(run), "--data", str(tmp_path / "fallback-z.npz")]) == 0
+    extended = tmp_path / "run-extended"
+    for name in (*ARTEFACTS, "data.npz", "added.npz"):
+        assert (extended / name).stat().st_size > 0, name
+    assert json.loads((extended / "metrics.json").read_text())["added_rows"] == len(answers)
+    key = jax.random.key(0)
+    error = {}
+    for name, folder in (("before", run), ("after", extended)):
+        mean, _ = predict(load_run(folder)[0], answers.eta, key, 16)
+        error[name] = np.sqrt(np.mean((np.asarray(mean) - answers.mu_T) ** 2, 0))
+    assert np.all(error["after"] < 0.2 * error["before"]), error
