@@ -96,4 +96,4 @@ def test_fallback_answers_extend_a_run_and_improve_it_there(tmp_path):
     for name, folder in (("before", run), ("after", extended)):
         mean, _ = predict(load_run(folder)[0], answers.eta, key, 16)
         error[name] = np.sqrt(np.mean((np.asarray(mean) - answers.mu_T) ** 2, 0))
-    assert np.all(error["after"] < 0.2 * error["before"]), error
+    assert np.all(error["after"] < 0.5 * error["before"]), error
