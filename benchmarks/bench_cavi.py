@@ -2,15 +2,15 @@
 
     python benchmarks/bench_cavi.py [--datasets 50] [--quick]
 
-1. Trains (once; reused from runs/bench_cavi/) the mlp of configs/train/mlp.yaml on
+1. Trains (once; reused from runs/bench_cavi/) each of `--archs` (configs/train/ARCH.yaml) on
    configs/data/quartic_cavi.yaml: Quartic moments by quadrature on the slice of eta that
    the model visits.
 2. On the data of configs/cavi/quartic_prior.yaml: time to the fixed point with network
    providers (with and without the ELBO trace, and with 32 function draws for the band),
    with quadrature providers, and a BlackJAX NUTS run (4 chains) on the joint posterior;
    accuracy as KL to the quadrature fixed point and as posterior means against NUTS.
-3. Over `--datasets` simulated data sets: KL(q_net || q_quadrature) and how often the
-   quadrature fixed point lies inside the network's 90% band.
+3. Over `--datasets` simulated data sets, for each architecture: KL(q_net || q_quadrature)
+   and how often the quadrature fixed point lies inside the network's 90% band.
 Writes results/cavi.json.
 """
 
@@ -40,10 +40,10 @@ NUM_DRAWS = 32
 COVERAGE_TARGET = (0.80, 0.98)
 
 
-def trained_run(quick: bool) -> Path:
-    out = WORK / ("mlp-quartic_cavi-quick" if quick else "mlp-quartic_cavi")
+def trained_run(quick: bool, arch: str = "mlp") -> Path:
+    out = WORK / (f"{arch}-quartic_cavi-quick" if quick else f"{arch}-quartic_cavi")
     if not (out / "model.eqx").exists():
-        config = yaml.safe_load((ROOT / "configs" / "train" / "mlp.yaml").read_text())
+        config = yaml.safe_load((ROOT / "configs" / "train" / f"{arch}.yaml").read_text())
         config["data"] = str(ROOT / "configs" / "data" / "quartic_cavi.yaml")
         if quick:
             config["stages"] = [{"name": "map", "epochs": 300, "lr": 3e-3, "patience": 60},
@@ -162,22 +162,34 @@ def coverage(run_dir: Path, num_datasets: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=50)
+    parser.add_argument("--archs", default="mlp,convex_potential,geometric_flow",
+                        help="architectures of the band-coverage check (the first: headline)")
     parser.add_argument("--quick", action="store_true",
                         help="a shorter training run, 10 data sets, shorter NUTS")
     args = parser.parse_args()
     num = 10 if args.quick else args.datasets
     start = time.perf_counter()
-    run_dir = trained_run(args.quick)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    network = {"train_seconds": metrics["training_seconds"], "epochs": metrics["epochs"],
-               "max_nrmse": max(metrics["test"]["nrmse"].values()),
-               "coverage_90": metrics["test"]["coverage"]["0.9"],
-               "mean_z2": metrics["test"]["mean_z2"]}
-    result = {"run": str(run_dir.relative_to(ROOT)), "network": network, "num_draws": NUM_DRAWS,
-              "headline": headline(run_dir, args.quick), "coverage": coverage(run_dir, num)}
+    archs = args.archs.split(",")
+    runs = {arch: trained_run(args.quick, arch) for arch in archs}
+    networks, coverages = {}, {}
+    for arch, run_dir in runs.items():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        networks[arch] = {"train_seconds": metrics["training_seconds"],
+                          "epochs": metrics["epochs"],
+                          "max_nrmse": max(metrics["test"]["nrmse"].values()),
+                          "coverage_90": metrics["test"]["coverage"]["0.9"],
+                          "mean_z2": metrics["test"]["mean_z2"]}
+        coverages[arch] = coverage(run_dir, num)
+        print(f"{arch}: 90% band covers the quadrature fixed point in "
+              f"{coverages[arch]['band_coverage']:.0%} of {num} data sets", flush=True)
+    run_dir = runs[archs[0]]
+    result = {"run": str(run_dir.relative_to(ROOT)), "network": networks[archs[0]],
+              "num_draws": NUM_DRAWS, "headline": headline(run_dir, args.quick),
+              "coverage": coverages[archs[0]], "architectures": networks,
+              "coverage_by_architecture": coverages}
     result["seconds_total"] = time.perf_counter() - start
     path = save("cavi", result)
-    h, c = result["headline"], result["coverage"]
+    h = result["headline"]
     print("time to the fixed point (s): " + ", ".join(f"{k} {v:.4f}"
                                                      for k, v in h["seconds"].items()))
     print("ratios: " + ", ".join(f"{k} {v:.1f}" for k, v in h["ratios"].items()))
@@ -187,8 +199,10 @@ def main() -> None:
         print(f"{name} CAVI vs NUTS posterior, (CAVI - NUTS) / MCSE: "
               + ", ".join(f"{k} {v:+.1f}" for k, v in errs.items()))
     print(f"band contains the quadrature fixed point: {h['band_contains_quadrature']}")
-    print(f"over {c['num_datasets']} data sets: 90% band covers the quadrature fixed point in "
-          f"{c['band_coverage']:.0%} (target {COVERAGE_TARGET}); KL max {c['kl_max']}")
+    for arch, c in coverages.items():
+        print(f"{arch}, over {c['num_datasets']} data sets: 90% band covers the quadrature "
+              f"fixed point in {c['band_coverage']:.0%} (target {COVERAGE_TARGET}); KL max "
+              f"{c['kl_max']}")
     print(f"wrote {path}")
 
 
