@@ -16,9 +16,10 @@ def _map_then_vi(ns):  # fits sin(x), with a sane spread
     assert np.all(std > 0) and np.all(std < 0.5)
 
 
-def _training(ns):  # predictions near the exact moments
+def _training(ns):  # predictions near the exact moments, after a round of active learning
     mean, sd, truth = (np.asarray(ns[k]) for k in ("mean", "sd", "truth"))
     assert np.all(np.abs(mean - truth) <= 0.05 * np.abs(truth) + 5 * sd)
+    assert ns["header"]["training_region"] and (ns["refined"] / "added.npz").is_file()
 
 
 def _quickstart(ns):  # network CAVI next to quadrature CAVI
@@ -54,7 +55,7 @@ def _own_family(ns):  # quadrature moments of a user's family: finite, variances
 # it needs with ns[...], so renaming a variable (or dropping the example) fails loudly.
 CHECKS = {
     "bp.BayesianMLP(": _map_then_vi,
-    "from bayes_et.train import load_run, predict, train_run": _training,
+    "from bayes_et.train import extend_run, load_run, predict, train_run": _training,
     "NetworkMoments": _quickstart,
     "examples.cancer_data()": _real_data,
     "examples.normal_gamma_fixed_point": _textbook,

@@ -25,8 +25,8 @@ ARTEFACTS = ("model.eqx", "metrics.json", "history.csv", "learning_curves.png",
 
 
 def test_train_and_evaluate_a_two_dimensional_family_without_exact_moments(tmp_path, capsys):
-    data = {"family": "GinzburgLandau", "eta": {"num": 40}, "method": "mcmc", "seed": 1,
-            "sampler": {"num_chains": 2, "num_warmup": 100, "num_samples": 200,
+    data = {"family": "GinzburgLandau", "eta": {"num": 30}, "method": "mcmc", "seed": 1,
+            "sampler": {"num_chains": 2, "num_warmup": 100, "num_samples": 150,
                         "ess_min": 50}}
     (tmp_path / "gl.yaml").write_text(yaml.safe_dump(data))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "split": [0.6, 0.2, 0.2]}))
@@ -43,7 +43,7 @@ def test_train_and_evaluate_a_two_dimensional_family_without_exact_moments(tmp_p
     assert cli.main(["evaluate", str(run), "--data", str(run / "data.npz")]) == 0
     assert "Monte-Carlo targets" in capsys.readouterr().out
     evaluation = json.loads((run / "evaluation-data.json").read_text())
-    assert evaluation["num_eta"] == 40 and (run / "calibration-data.png").stat().st_size > 0
+    assert evaluation["num_eta"] == 30 and (run / "calibration-data.png").stat().st_size > 0
 
 
 def test_an_active_learning_round_puts_eta_where_the_spread_is_and_beats_uniform(tmp_path):
