@@ -290,6 +290,16 @@ class ActiveSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class CalibrationSettings:
+    """For MCMC data: recalibrate on `num_eta` extra eta sampled with `draws_factor` times
+    the data's draws (targets precise enough to show the network's error) instead of the
+    validation split; 0: the validation split."""
+
+    num_eta: int = setting(0, integer(0, 10**6))
+    draws_factor: int = setting(16, integer(1, 10**4))
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainSettings:
     """A training config (configs/train/*.yaml)."""
 
@@ -308,6 +318,8 @@ class TrainSettings:
     predictive: DrawSettings = setting(DrawSettings(), nested(DrawSettings))
     validation: DrawSettings = setting(DrawSettings(8), nested(DrawSettings))
     active: ActiveSettings = setting(ActiveSettings(), nested(ActiveSettings))
+    calibration: CalibrationSettings = setting(CalibrationSettings(),
+                                               nested(CalibrationSettings))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,7 @@ DATASETS = {"gamma_mcmc": "gamma_4000.yaml", "quartic_quadrature": "quartic_quad
 TARGETS = {"rms_error_over_mcse": 0.5, "nrmse": 5e-3, "coverage_90": (0.85, 0.95),
            "mean_z2": (0.6, 1.6)}
 ACTIVE = {"start": 2000, "num_eta": 2000, "rounds": 4}  # Quartic: 2000 -> 10 000 eta
+CALIBRATION_ETA = 400  # MCMC rows: a calibration set of 400 eta with 16x the draws
 GRID = np.linspace(-6.0, 6.0, 1201)  # GinzburgLandau truth: mass beyond |x| = 6 < e^-300
 
 
@@ -137,6 +138,8 @@ def main() -> None:
     for data in args.data.split(","):
         for arch in args.archs.split(","):
             config = yaml.safe_load((ROOT / "configs" / "train" / f"{arch}.yaml").read_text())
+            if data.endswith("_mcmc"):  # recalibrate on precise targets (16x the draws)
+                config["calibration"] = {"num_eta": CALIBRATION_ETA}
             out = train_run(config, data=str(dataset(data)), out=WORK / f"{arch}-{data}",
                             force=True, progress=False)
             metrics = json.loads((out / "metrics.json").read_text())

@@ -18,6 +18,7 @@ from bayes_et._files import check_output_file, run_folder, write_json, write_tex
 from bayes_et.data import (
     DataFlag,
     Dataset,
+    design_eta,
     flag_invalid_rows,
     load_data_config,
     load_dataset,
@@ -51,6 +52,8 @@ from ._trainer import train
 
 EXACT_METHODS = ("closed_form", "quadrature")
 ADDED = "added.npz"  # rows added to a run's data: active learning, a fallback's answers
+CALIBRATION = "calibration.npz"  # the precise calibration set of MCMC data
+CALIBRATION_IDS = 10**9  # sampler ids (and design seed offset) of the calibration set
 MIN_ROWS = 2  # per split
 
 
@@ -222,20 +225,44 @@ def _with_rows(train_set: Dataset, val_set: Dataset, rows: Dataset | None, cfg: 
 
 
 def _fit(model: TrainedET, cfg: TrainSettings, train_set: Dataset, val_set: Dataset,
-         key: jax.Array, key_pred: jax.Array, progress: bool) -> tuple[TrainedET, list[dict]]:
-    """Train from the model's weights (its standardisation kept), then recalibrate."""
+         calibration_set: Dataset | None, key: jax.Array, key_pred: jax.Array,
+         progress: bool) -> tuple[TrainedET, list[dict]]:
+    """Train from the model's weights (its standardisation kept), then recalibrate on the
+    calibration set (default: the validation split)."""
     floor = cfg.likelihood.noise_floor
     model, history = train(model, make_targets(train_set, model, floor),
                            make_targets(val_set, model, floor), cfg, key=key,
                            progress=progress)
-    return recalibrate(model, val_set, key_pred, cfg.predictive.num_samples), history
+    return recalibrate(model, calibration_set or val_set, key_pred,
+                       cfg.predictive.num_samples), history
 
 
-def _recorded_data_config(dataset: Dataset, family) -> DataSettings:
+def _calibration_set(folder: Path, cfg: TrainSettings, dataset: Dataset,
+                     family) -> Dataset | None:
+    """For MCMC data with `calibration.num_eta`: FOLDER/calibration.npz, eta of the data's
+    box sampled with draws_factor x its draws (made once; kept with the run)."""
+    settings = cfg.calibration
+    if not settings.num_eta or dataset.metadata.get("method") != "mcmc":
+        return None
+    path = folder / CALIBRATION
+    if not path.is_file():
+        data_cfg = _recorded_data_config(dataset, family, "calibration")
+        sampler = replace(data_cfg.sampler,
+                          num_samples=data_cfg.sampler.num_samples * settings.draws_factor)
+        eta = design_eta(family, settings.num_eta, box=box_arrays(family, data_cfg.eta.box),
+                         seed=cfg.seed + CALIBRATION_IDS)
+        rows = moments_dataset(family, "mcmc", eta, CALIBRATION_IDS + np.arange(len(eta)),
+                               replace(data_cfg, sampler=sampler))
+        save_dataset(path, replace(rows, metadata={**dataset.metadata, "counts": None}))
+    rows = flag_invalid_rows(load_dataset(path), family)
+    return rows.take(np.flatnonzero(rows.flags == 0))
+
+
+def _recorded_data_config(dataset: Dataset, family, key: str = "active") -> DataSettings:
     """The data config recorded in the dataset (for more data of the same kind)."""
     raw = dataset.metadata.get("config")
     if not isinstance(raw, dict):
-        raise ValueError("config key 'active': the data records no config (metadata "
+        raise ValueError(f"config key '{key}': the data records no config (metadata "
                          "'config'); make it with bayes-et generate")
     return complete_data_config(parse(DataSettings, raw, "data config"), family)
 
@@ -262,8 +289,10 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     train_set, val_set = _with_rows(train_set, val_set, added, cfg, family)
     num_samples = cfg.predictive.num_samples
     began = time.perf_counter()
+    calibration_set = _calibration_set(folder, cfg, dataset, family)
     if trained is None or added is not None:
-        model, history = _fit(start, cfg, train_set, val_set, key_train, key_pred, progress)
+        model, history = _fit(start, cfg, train_set, val_set, calibration_set, key_train,
+                              key_pred, progress)
     else:  # more rounds for a trained network: no new rows yet
         model, history = trained, []
     curve = []
@@ -279,7 +308,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         rows = replace(rows, metadata={**dataset.metadata, "counts": None})
         added = rows if added is None else Dataset.concatenate([added, rows], added.metadata)
         train_set, val_set = _with_rows(train_set, val_set, rows, cfg, family)
-        model, more = _fit(model, cfg, train_set, val_set,
+        model, more = _fit(model, cfg, train_set, val_set, calibration_set,
                            jax.random.fold_in(key_train, index + 1), key_pred, progress)
         history += [{**row, "epoch": len(history) + i, "round": index + 1}
                     for i, row in enumerate(more)]
@@ -309,6 +338,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         "data": source, "num_rows": len(dataset), "excluded_rows": _excluded(flagged),
         "added_rows": 0 if added is None else len(added), "extends": extends,
         "num_train": len(train_set), "num_validation": len(val_set), "num_test": len(test_set),
+        "num_calibration": 0 if calibration_set is None else len(calibration_set),
         "parameters": get_parameter_count(model.net),
         "training_seconds": seconds, "epochs": len(history),
         "calibration": dict(zip(("log_scale", "slope", "log_u_min", "log_u_max"),
@@ -359,8 +389,9 @@ def extend_run(run_dir: str | os.PathLike, data: str | os.PathLike | list = (), 
     dataset = load_dataset(original)
     out = Path(out or f"{run_dir}-extended")
     with run_folder(out, force=force) as folder:
-        if original.parent == run_dir:
-            os.link(original, folder / "data.npz")
+        for name in ("data.npz", CALIBRATION):
+            if (run_dir / name).is_file():
+                os.link(run_dir / name, folder / name)
         added = Dataset.concatenate(parts, parts[0].metadata) if parts else None
         _train_into(folder, cfg, dataset, fam, source, progress, start=model, added=added,
                     extends=str(run_dir))
