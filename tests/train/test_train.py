@@ -155,7 +155,7 @@ def test_train_and_evaluate_commands(tmp_path, capsys):
     assert metrics["num_train"] == 240 and metrics["test"]["num_eta"] == 30
     assert 0.85 <= metrics["validation_coverage_90"] <= 0.97
     history = (run / "history.csv").read_text().splitlines()
-    assert history[0].startswith("stage,") and len(history) == metrics["epochs"] + 1
+    assert history[0].startswith("round,stage,") and len(history) == metrics["epochs"] + 1
     model, header = load_run(run)
     assert header["architecture"] == "mlp"
     np.testing.assert_allclose(model.calibration[0], metrics["calibration"]["log_scale"],
