@@ -275,26 +275,26 @@ def _curve_point(model, test_set, family, key, num_samples, num_eta) -> dict[str
 
 def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, source: str,
                 progress: bool, *, start: TrainedET | None = None,
-                added: Dataset | None = None, extends: str | None = None) -> None:
-    """Train (from `start`'s weights if given) on the dataset's splits plus `added` rows,
-    run the config's active-learning rounds, and write the run's files into `folder`."""
+                added: Dataset | None = None, refit: bool = True,
+                extends: str | None = None) -> None:
+    """Train (from `start`'s weights if given; with `refit` False straight to the rounds)
+    on the dataset's splits plus `added` rows, run the config's active-learning rounds,
+    and write the run's files into `folder`."""
     train_set, val_set, test_set = _splits(dataset, family, cfg)
     data_cfg = _recorded_data_config(dataset, family) if cfg.active.rounds else None
     key_net, key_train, key_pred = jax.random.split(jax.random.key(cfg.seed), 3)
-    trained = start
     if start is None:
         net = build(cfg.architecture, family.eta_dim, cfg.network, key_net)
         start = TrainedET.wrap(net.standardize(train_set.eta, train_set.mu_T),
                                cfg.likelihood.init_misfit)
     train_set, val_set = _with_rows(train_set, val_set, added, cfg, family)
     num_samples = cfg.predictive.num_samples
-    began = time.perf_counter()
     calibration_set = _calibration_set(folder, cfg, dataset, family)
-    if trained is None or added is not None:
+    began = time.perf_counter()
+    model, history = start, []
+    if refit:
         model, history = _fit(start, cfg, train_set, val_set, calibration_set, key_train,
                               key_pred, progress)
-    else:  # more rounds for a trained network: no new rows yet
-        model, history = trained, []
     curve = []
     for index in range(cfg.active.rounds):
         curve.append(_curve_point(model, test_set, family, key_pred, num_samples,
@@ -390,11 +390,11 @@ def extend_run(run_dir: str | os.PathLike, data: str | os.PathLike | list = (), 
     out = Path(out or f"{run_dir}-extended")
     with run_folder(out, force=force) as folder:
         for name in ("data.npz", CALIBRATION):
-            if (run_dir / name).is_file():
+            if (run_dir / name).is_file() and not (folder / name).exists():
                 os.link(run_dir / name, folder / name)
         added = Dataset.concatenate(parts, parts[0].metadata) if parts else None
         _train_into(folder, cfg, dataset, fam, source, progress, start=model, added=added,
-                    extends=str(run_dir))
+                    refit=bool(paths), extends=str(run_dir))
     return out
 
 
