@@ -222,19 +222,22 @@ def on_rows(fn, eta: Float[Array, "n d"], rows: Bool[Array, " n"], base: Array,
     return jax.lax.while_loop(lambda c: c[0] < count, body, (jnp.int32(0), base))[1]
 
 
+SCALE_DRAWS = 8  # weight draws behind the local calibration scale of a function draw
+
+
 class NetworkMoments(MomentProvider):
     """A trained ET network. Its answer is the network at its weight means (one forward pass per
     eta); function draw s is that plus c(eta) (f_s - f + sqrt(misfit) eps_s) over one of
     `num_samples` fixed weight draws f_s (a whole function of eta, shared by every member and
-    sweep; c(eta) the calibration's scale, which for a local calibration needs the spread of all
-    S draws at eta). With `squares` (default: unless the network is a convex potential, whose mu
-    is the gradient of its own A), a statistic that the family declares the square of another,
-    T_b = T_a^2, is answered as mu_a^2 + d mu_a / d eta_a (one forward-mode derivative): the
-    variance comes from the slope of the learned map, which a network gets far more accurately
-    than the small difference E[T_b] - mu_a^2 of two large outputs. Flags eta outside the
-    training region (widened by `margin` times its width on each side), non-finite answers, and,
-    with full=True, eta whose calibrated predictive standard deviation passes `max_spread` (in
-    units of the training targets' standard deviation)."""
+    sweep; c(eta) the calibration's scale, which for a local calibration needs the spread of the
+    weight draws at eta: SCALE_DRAWS of them). With `squares` (default: unless the network is a
+    convex potential, whose mu is the gradient of its own A), a statistic that the family
+    declares the square of another, T_b = T_a^2, is answered as mu_a^2 + d mu_a / d eta_a (one
+    forward-mode derivative): the variance comes from the slope of the learned map, which a
+    network gets far more accurately than the small difference E[T_b] - mu_a^2 of two large
+    outputs. Flags eta outside the training region (widened by `margin` times its width on each
+    side), non-finite answers, and, with full=True, eta whose calibrated predictive standard
+    deviation passes `max_spread` (in units of the training targets' standard deviation)."""
 
     model: TrainedET
     nets: AbstractET  # the num_samples weight draws, stacked (leading axis S)
@@ -308,10 +311,15 @@ class NetworkMoments(MomentProvider):
         return eqx.filter_vmap(lambda net: net(eta))(self.nets) - self.model.net(eta)
 
     def _scale(self, eta, dev=None):
-        """The calibration's scale of each statistic at one eta (k,)."""
-        if not self.local and dev is None:
+        """The calibration's scale of each statistic at one eta (k,), from the deviations
+        `dev` of the weight draws there; without them (a function draw) from the first
+        SCALE_DRAWS draws only (m depends on the spread weakly, as u^(b/2), |b| <= 1)."""
+        if not self.local:
             return self.model.spread_scale(self.model.misfit_variance)  # constant in eta
-        dev = self._deviations(eta) if dev is None else dev
+        if dev is None:
+            first = jax.tree_util.tree_map(
+                lambda a: a[:SCALE_DRAWS] if eqx.is_array(a) else a, self.nets)
+            dev = eqx.filter_vmap(lambda net: net(eta))(first) - self.model.net(eta)
         return self.model.spread_scale(jnp.mean(dev**2, 0) + self.model.misfit_variance)
 
     def _function(self, draw):

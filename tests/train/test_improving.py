@@ -52,7 +52,7 @@ def test_an_active_learning_round_puts_eta_where_the_spread_is_and_beats_uniform
     data.write_text(yaml.safe_dump({"family": "Quartic", "eta": {"num": 200},
                                     "method": "quadrature"}))
     base = {**TINY, "network": {"width": 32, "depth": 2}, "split": [0.6, 0.1, 0.3],
-            "stages": [{"name": "map", "epochs": 100, "lr": 1e-2, "patience": 30},
+            "stages": [{"name": "map", "epochs": 60, "lr": 1e-2, "patience": 30},
                        {"name": "vi", "epochs": 10, "lr": 1e-2}]}
     first = train_run(base, data=str(data), out=tmp_path / "first", progress=False)
     curves, added = {}, {}
