@@ -29,7 +29,6 @@ def write_config(tmp_path, config, name="c.yaml"):
     return path
 
 
-@pytest.mark.slow  # CI time; tests/test_quickstart.py also kills generation and resumes
 def test_killed_generation_resumes_to_the_same_file(tmp_path):
     config = write_config(tmp_path, SMALL_MCMC)
     reference = generate(config, tmp_path / "full.npz", progress=False)

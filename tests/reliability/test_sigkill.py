@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +31,6 @@ def kill_when(ready, *argv: str, cwd: Path, timeout: float = 300) -> None:
     proc.wait()
 
 
-@pytest.mark.slow  # CI time: tests/reliability/test_faults.py checks run folders in-process
 def test_train_killed_leaves_no_mixed_folder_and_reruns(tmp_path):
     data = tmp_path / "d.yaml"
     data.write_text(yaml.safe_dump({"family": "Gamma", "method": "closed_form",
@@ -54,7 +52,6 @@ def test_train_killed_leaves_no_mixed_folder_and_reruns(tmp_path):
     assert not staging.exists()
 
 
-@pytest.mark.slow
 def test_cavi_killed_leaves_no_mixed_folder_and_reruns(tmp_path):
     config = str(ROOT / "configs/cavi/quartic_prior.yaml")
     staging = tmp_path / ".out.partial"
