@@ -6,9 +6,10 @@ within 4 bins of predictive spread; then active learning on the Quartic against 
 design at equal budget.
 
     python benchmarks/bench_training.py [--archs mlp,convex_potential,geometric_flow]
-                                        [--data ...] [--no-active]
+                                        [--data ...] [--no-active] [--retrain]
 
-Datasets and run folders go to runs/bench_training/; the table to results/training.json.
+Datasets and run folders go to runs/bench_training/ (a finished run folder is scored again,
+not retrained, unless --retrain); the table to results/training.json.
 """
 
 from __future__ import annotations
@@ -105,7 +106,13 @@ def row(arch: str, data: str, metrics: dict, test: dict) -> dict:
     return out
 
 
-def active_curves(arch: str = "mlp") -> dict:
+def _trained(config: dict, data: str, out: Path, retrain: bool) -> Path:
+    if retrain or not (out / "metrics.json").is_file():
+        train_run(config, data=data, out=out, force=True, progress=False)
+    return out
+
+
+def active_curves(arch: str = "mlp", retrain: bool = False) -> dict:
     """Quartic over its full box: ACTIVE['start'] uniform eta, then rounds of num_eta
     chosen by predictive spread, or uniform ones (equal budget), each continuing from the
     same first network; max NRMSE on the same held-out eta after each round."""
@@ -115,13 +122,14 @@ def active_curves(arch: str = "mlp") -> dict:
     source.write_text(yaml.safe_dump(data_cfg))
     config = yaml.safe_load((ROOT / "configs" / "train" / f"{arch}.yaml").read_text())
     config["split"] = [0.6, 0.1, 0.3]  # 600 held-out eta: a steadier max NRMSE
-    first = train_run(config, data=str(source), out=WORK / f"active-{arch}-first", force=True,
-                      progress=False)
+    first = _trained(config, str(source), WORK / f"active-{arch}-first", retrain)
     curves = {}
     for design in ("spread", "uniform"):
         active = {"rounds": ACTIVE["rounds"], "num_eta": ACTIVE["num_eta"], "design": design}
-        run = extend_run(first, config={**config, "active": active}, force=True,
-                         out=WORK / f"active-{arch}-{design}", progress=False)
+        run = WORK / f"active-{arch}-{design}"
+        if retrain or not (run / "metrics.json").is_file():
+            extend_run(first, config={**config, "active": active}, force=True, out=run,
+                       progress=False)
         curves[design] = json.loads((run / "metrics.json").read_text())["active_learning"]
         print(f"active learning ({design}): " + ", ".join(
             f"{p['num_eta']} eta {p['max_nrmse']:.2e}" for p in curves[design]), flush=True)
@@ -133,6 +141,8 @@ def main() -> None:
     parser.add_argument("--archs", default="mlp,convex_potential,geometric_flow")
     parser.add_argument("--data", default=",".join(DATASETS))
     parser.add_argument("--no-active", action="store_true", help="skip the active-learning runs")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train again where a finished run folder exists")
     args = parser.parse_args()
     rows = []
     for data in args.data.split(","):
@@ -140,8 +150,7 @@ def main() -> None:
             config = yaml.safe_load((ROOT / "configs" / "train" / f"{arch}.yaml").read_text())
             if data.endswith("_mcmc"):  # recalibrate on precise targets (16x the draws)
                 config["calibration"] = {"num_eta": CALIBRATION_ETA}
-            out = train_run(config, data=str(dataset(data)), out=WORK / f"{arch}-{data}",
-                            force=True, progress=False)
+            out = _trained(config, str(dataset(data)), WORK / f"{arch}-{data}", args.retrain)
             metrics = json.loads((out / "metrics.json").read_text())
             test = grid_scores(out, dataset(data)) if data.startswith("ginzburg") else \
                 metrics["test"]
@@ -151,7 +160,7 @@ def main() -> None:
                   f"90% coverage {r['coverage_90']:.3f}, mean z^2 {r['mean_z2']:.2f}, by "
                   "spread bin " + ", ".join(f"{b['coverage_90']:.2f}/{b['mean_z2']:.2f}"
                                             for b in r["by_spread"]), flush=True)
-    active = None if args.no_active else active_curves()
+    active = None if args.no_active else active_curves(retrain=args.retrain)
     print("\ntraining acceptance (`python benchmarks/bench_training.py`; held-out 10%):")
     print("| data | architecture | train s | max NRMSE | max RMS(err/MCSE) | 90% coverage | "
           "mean z^2 | 90% coverage / mean z^2 per spread quarter | accurate | calibrated | "
