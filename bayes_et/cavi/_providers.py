@@ -233,7 +233,7 @@ class NetworkMoments(MomentProvider):
     weight draws at eta: SCALE_DRAWS of them). With `squares` (default: unless the network is a
     convex potential, whose mu is the gradient of its own A), a statistic that the family
     declares the square of another, T_b = T_a^2, is answered as mu_a^2 + d mu_a / d eta_a (one
-    forward-mode derivative): the variance comes from the slope of the learned map, which a
+    reverse-mode derivative): the variance comes from the slope of the learned map, which a
     network gets far more accurately than the small difference E[T_b] - mu_a^2 of two large
     outputs. Flags eta outside the training region (widened by `margin` times its width on each
     side), non-finite answers, and, with full=True, eta whose calibrated predictive standard
@@ -339,10 +339,11 @@ class NetworkMoments(MomentProvider):
         function = self._function(draw)
         if not self.square_of:
             value = function(eta)
+        else:  # reverse mode: an ODE network (custom_vjp) has no forward mode
+            value, pullback = jax.vjp(function, eta)
         for b, a in self.square_of:  # E[T_a^2] = mu_a^2 + d mu_a / d eta_a
-            raw, slope = jax.jvp(function, (eta,), (jnp.zeros_like(eta).at[a].set(1.0),))
-            value = raw if b == self.square_of[0][0] else value
-            value = value.at[b].set(value[a] ** 2 + slope[a])
+            slope = pullback(jnp.zeros_like(value).at[a].set(1.0))[0][a]
+            value = value.at[b].set(value[a] ** 2 + slope)
         if not full:
             return value, None, jnp.int32(0)
         dev = self._deviations(eta)
