@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from bayes_et._files import check_output_file, run_folder, write_json, write_text
 from bayes_et.data import (
@@ -54,6 +55,7 @@ EXACT_METHODS = ("closed_form", "quadrature")
 ADDED = "added.npz"  # rows added to a run's data: active learning, a fallback's answers
 CALIBRATION = "calibration.npz"  # the precise calibration set of MCMC data
 CALIBRATION_IDS = 10**9  # sampler ids (and design seed offset) of the calibration set
+GENERATE_BLOCK = 64  # eta per block of new data (the progress bar's step)
 MIN_ROWS = 2  # per split
 
 
@@ -237,8 +239,19 @@ def _fit(model: TrainedET, cfg: TrainSettings, train_set: Dataset, val_set: Data
                        cfg.predictive.num_samples), history
 
 
-def _calibration_set(folder: Path, cfg: TrainSettings, dataset: Dataset,
-                     family) -> Dataset | None:
+def _generated(family, method: str, eta: np.ndarray, ids: np.ndarray, cfg: DataSettings,
+               what: str, progress: bool) -> Dataset:
+    """moments_dataset in blocks of GENERATE_BLOCK eta, with a progress bar (the same rows:
+    each eta's sampler keys depend on its id only)."""
+    starts = range(0, len(eta), GENERATE_BLOCK)
+    bar = tqdm(starts, desc=f"{what} ({method})", unit="block", disable=not progress)
+    blocks = [moments_dataset(family, method, eta[i:i + GENERATE_BLOCK],
+                              ids[i:i + GENERATE_BLOCK], cfg) for i in bar]
+    return Dataset.concatenate(blocks)
+
+
+def _calibration_set(folder: Path, cfg: TrainSettings, dataset: Dataset, family,
+                     progress: bool) -> Dataset | None:
     """For MCMC data with `calibration.num_eta`: FOLDER/calibration.npz, eta of the data's
     box sampled with draws_factor x its draws (made once; kept with the run)."""
     settings = cfg.calibration
@@ -251,8 +264,8 @@ def _calibration_set(folder: Path, cfg: TrainSettings, dataset: Dataset,
                           num_samples=data_cfg.sampler.num_samples * settings.draws_factor)
         eta = design_eta(family, settings.num_eta, box=box_arrays(family, data_cfg.eta.box),
                          seed=cfg.seed + CALIBRATION_IDS)
-        rows = moments_dataset(family, "mcmc", eta, CALIBRATION_IDS + np.arange(len(eta)),
-                               replace(data_cfg, sampler=sampler))
+        rows = _generated(family, "mcmc", eta, CALIBRATION_IDS + np.arange(len(eta)),
+                          replace(data_cfg, sampler=sampler), "calibration set", progress)
         save_dataset(path, replace(rows, metadata={**dataset.metadata, "counts": None}))
     rows = flag_invalid_rows(load_dataset(path), family)
     return rows.take(np.flatnonzero(rows.flags == 0))
@@ -289,7 +302,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
                                cfg.likelihood.init_misfit)
     train_set, val_set = _with_rows(train_set, val_set, added, cfg, family)
     num_samples = cfg.predictive.num_samples
-    calibration_set = _calibration_set(folder, cfg, dataset, family)
+    calibration_set = _calibration_set(folder, cfg, dataset, family, progress)
     began = time.perf_counter()
     model, history = start, []
     if refit:
@@ -303,8 +316,8 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
             cfg.active.num_eta)
         eta = select_eta(model, family, box_arrays(family, data_cfg.eta.box), cfg.active,
                          jax.random.fold_in(key_pred, index), cfg.seed + 1 + index, num_samples)
-        rows = moments_dataset(family, dataset.metadata["method"], eta, ids[: len(eta)],
-                               data_cfg)
+        rows = _generated(family, dataset.metadata["method"], eta, ids[: len(eta)], data_cfg,
+                          f"active round {index + 1}", progress)
         rows = replace(rows, metadata={**dataset.metadata, "counts": None})
         added = rows if added is None else Dataset.concatenate([added, rows], added.metadata)
         train_set, val_set = _with_rows(train_set, val_set, rows, cfg, family)

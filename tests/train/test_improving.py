@@ -29,13 +29,19 @@ def test_train_and_evaluate_a_two_dimensional_family_without_exact_moments(tmp_p
             "sampler": {"num_chains": 2, "num_warmup": 100, "num_samples": 150,
                         "ess_min": 50}}
     (tmp_path / "gl.yaml").write_text(yaml.safe_dump(data))
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "split": [0.6, 0.2, 0.2]}))
+    # Recalibrated on 12 extra eta with twice the draws (precise targets: calibration.npz).
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({
+        **TINY, "split": [0.6, 0.2, 0.2], "calibration": {"num_eta": 12, "draws_factor": 2}}))
     run = tmp_path / "run"
     assert cli.main(["train", str(tmp_path / "tiny.yaml"), "--data", str(tmp_path / "gl.yaml"),
                      "--out", str(run)]) == 0
-    for name in (*ARTEFACTS, "data.npz"):
+    for name in (*ARTEFACTS, "data.npz", "calibration.npz"):
         assert (run / name).stat().st_size > 0, name
-    test = json.loads((run / "metrics.json").read_text())["test"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 < metrics["num_calibration"] <= 12
+    precise, plain = load_dataset(run / "calibration.npz"), load_dataset(run / "data.npz")
+    assert np.median(precise.ess) > 1.5 * np.median(plain.ess)
+    test = metrics["test"]
     assert test["truth"].startswith("Monte-Carlo targets")
     assert set(test["rms_error_over_mcse"]) == set(test["nrmse_noise_corrected"]) == {
         "x1", "x2", "x1_sq", "x2_sq", "x1x2", "r4"}
