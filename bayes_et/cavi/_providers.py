@@ -306,9 +306,12 @@ class NetworkMoments(MomentProvider):
         """The function draws: one per weight draw."""
         return self.num_samples
 
-    def _deviations(self, eta):
-        """Weight draws minus the network at its means, at one eta: (S, k)."""
-        return eqx.filter_vmap(lambda net: net(eta))(self.nets) - self.model.net(eta)
+    def _deviations(self, eta, count: int | None = None):
+        """The first `count` (default all S) weight draws minus the network at its means,
+        at one eta: (count, k)."""
+        nets = jax.tree_util.tree_map(lambda a: a[:count] if eqx.is_array(a) else a,
+                                      self.nets)
+        return eqx.filter_vmap(lambda net: net(eta))(nets) - self.model.net(eta)
 
     def _scale(self, eta, dev=None):
         """The calibration's scale of each statistic at one eta (k,), from the deviations
@@ -317,9 +320,7 @@ class NetworkMoments(MomentProvider):
         if not self.local:
             return self.model.spread_scale(self.model.misfit_variance)  # constant in eta
         if dev is None:
-            first = jax.tree_util.tree_map(
-                lambda a: a[:SCALE_DRAWS] if eqx.is_array(a) else a, self.nets)
-            dev = eqx.filter_vmap(lambda net: net(eta))(first) - self.model.net(eta)
+            dev = self._deviations(eta, SCALE_DRAWS)
         return self.model.spread_scale(jnp.mean(dev**2, 0) + self.model.misfit_variance)
 
     def _function(self, draw):

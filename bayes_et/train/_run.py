@@ -280,8 +280,7 @@ def _recorded_data_config(dataset: Dataset, family, key: str = "active") -> Data
     return complete_data_config(parse(DataSettings, raw, "data config"), family)
 
 
-def _curve_point(model, test_set, family, key, num_samples, num_eta) -> dict[str, Any]:
-    test = evaluate(model, test_set, family, key, num_samples)
+def _curve_point(test: dict[str, Any], num_eta: int) -> dict[str, Any]:
     return {"num_eta": num_eta, "max_nrmse": max(test["nrmse"].values()),
             "coverage_90": test["coverage"]["0.9"], "mean_z2": test["mean_z2"]}
 
@@ -310,7 +309,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
                               key_pred, progress)
     curve = []
     for index in range(cfg.active.rounds):
-        curve.append(_curve_point(model, test_set, family, key_pred, num_samples,
+        curve.append(_curve_point(evaluate(model, test_set, family, key_pred, num_samples),
                                   len(train_set) + len(val_set)))
         ids = len(dataset) + (0 if added is None else len(added)) + np.arange(
             cfg.active.num_eta)
@@ -326,9 +325,9 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         history += [{**row, "epoch": len(history) + i, "round": index + 1}
                     for i, row in enumerate(more)]
     seconds = time.perf_counter() - began
-    if curve:
-        curve.append(_curve_point(model, test_set, family, key_pred, num_samples,
-                                  len(train_set) + len(val_set)))
+    test = evaluate(model, test_set, family, key_pred, num_samples)
+    if curve:  # the last point is the final score
+        curve.append(_curve_point(test, len(train_set) + len(val_set)))
     mean, cov = predict(model, val_set.eta, key_pred, num_samples)
     val_var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2) + np.diagonal(
         mc_noise(val_set), axis1=1, axis2=2)
@@ -359,7 +358,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
                                 strict=True)),
         "validation_mean_z2": float(np.mean(val_z2)),
         "validation_coverage_90": float(np.mean(val_z2 <= Z2_LEVEL)),
-        "test": evaluate(model, test_set, family, key_pred, num_samples),
+        "test": test,
         "active_learning": curve,
         "config": as_dict(cfg),
     }
