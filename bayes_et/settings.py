@@ -197,9 +197,10 @@ def read_config(source: str | os.PathLike | Mapping) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
-    """NUTS on the unconstrained space: chains per eta, warm-up and kept draws, and the
-    quality gate (R-hat, ESS) with its re-runs."""
+    """MCMC on the unconstrained space: the kernel (NUTS or ChEES-HMC), chains per eta,
+    warm-up and kept draws, and the quality gate (R-hat, ESS) with its re-runs."""
 
+    kernel: str = setting("nuts", choice("nuts", "chees"))
     num_chains: int = setting(4, integer(2, 1024))
     num_warmup: int = setting(500, integer(1))
     num_samples: int = setting(1000, integer(4))
@@ -209,7 +210,7 @@ class SamplerSettings:
     max_retries: int = setting(2, integer(0, 10))
 
     def validate(self, key: str) -> None:
-        # NUTS can beat independent draws, but not by 10x: a gate above that flags every eta
+        # HMC can beat independent draws, but not by 10x: a gate above that flags every eta
         most = 10 * self.num_chains * self.num_samples * 2**self.max_retries
         if self.ess_min > most:
             fail(f"{key}.ess_min" if key else "ess_min", self.ess_min,

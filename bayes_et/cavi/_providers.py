@@ -381,10 +381,10 @@ class NetworkMoments(MomentProvider):
 
 
 class SamplingMoments(MomentProvider):
-    """NUTS moments (bayes_et.data.mcmc_moments) at each eta: slow, noisy, general. The
-    active rows of a batch run as one mcmc_moments call on the host, through a callback, so
-    the solver stays one jitted loop; the CAVI trace then carries Monte-Carlo noise and
-    rarely meets a tight `tol`."""
+    """MCMC moments (bayes_et.data.mcmc_moments; NUTS, or ChEES-HMC with kernel="chees") at
+    each eta: slow, noisy, general. The active rows of a batch run as one mcmc_moments call
+    on the host, through a callback, so the solver stays one jitted loop; the CAVI trace
+    then carries Monte-Carlo noise and rarely meets a tight `tol`."""
 
     family: ExponentialFamily = eqx.field(static=True)
     settings: tuple = eqx.field(static=True)
@@ -392,7 +392,7 @@ class SamplingMoments(MomentProvider):
     def __init__(self, family: ExponentialFamily,
                  sampler: SamplerSettings | dict | None = None, **options):
         """`sampler`: SamplerSettings (or a dict of them); `options`: the same by keyword
-        (num_chains, num_warmup, ...). Checked here, not inside the solve."""
+        (kernel, num_chains, num_warmup, ...). Checked here, not inside the solve."""
         merged = {**({} if sampler is None else
                      dataclasses.asdict(sampler) if isinstance(sampler, SamplerSettings)
                      else dict(sampler)), **options}

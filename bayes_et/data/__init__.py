@@ -1,4 +1,4 @@
-"""Training data: MCMC moments (BlackJAX NUTS), eta designs, the dataset file, generation."""
+"""Training data: MCMC moments (NUTS, ChEES-HMC), eta designs, dataset files, generation."""
 
 from ._config import load_data_config
 from ._dataset import (

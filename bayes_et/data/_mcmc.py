@@ -1,4 +1,4 @@
-"""Moments of T(x) by BlackJAX NUTS, with diagnostics and a quality gate."""
+"""Moments of T(x) by BlackJAX NUTS or ChEES-HMC, with diagnostics and a quality gate."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -19,7 +20,6 @@ from ._dataset import DataFlag
 from ._sharding import eta_mesh, map_over_eta
 
 _SAMPLER = SamplerSettings()  # the defaults
-
 
 
 class MomentEstimate(NamedTuple):
@@ -39,20 +39,16 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-@functools.cache
-def _sampler(family: ExponentialFamily, num_chains: int, num_warmup: int, num_samples: int,
-             target_accept: float, block: int):
-    """Per-device function: (eta (m, k), ids (m,), attempt, key) -> (T draws, ess, rhat).
+CHEES_STEP_SIZE = 0.5  # ChEES's first step size; dual averaging moves it
+CHEES_LEARNING_RATE = 0.025  # Adam on the log trajectory length (BlackJAX's example)
 
-    The m eta run in blocks of `block` (vmapped inside a block, blocks in sequence): an
-    eta's arithmetic then depends only on its lane in the block (XLA's vectorised code is
-    lane-dependent in the last bit, which a sampler amplifies), so the draws do not depend
-    on how eta are spread over devices and chunks of a multiple of `block`.
-    """
 
-    def one_chain(eta, key):
-        log_density = lambda u: family.log_density_unconstrained(u, eta)
-        init_key, warm_key, sample_key = jax.random.split(key, 3)
+def _nuts_chains(family, eta, key, num_chains, num_warmup, num_samples, target_accept):
+    """(chains, samples, k) T draws: independent NUTS chains, each window-adapted."""
+    log_density = lambda u: family.log_density_unconstrained(u, eta)
+
+    def one_chain(chain_key):
+        init_key, warm_key, sample_key = jax.random.split(chain_key, 3)
         position = jax.random.normal(init_key, family.support.u_shape(family.x_shape))
         warmup = blackjax.window_adaptation(
             blackjax.nuts, log_density, target_acceptance_rate=target_accept,
@@ -67,10 +63,58 @@ def _sampler(family: ExponentialFamily, num_chains: int, num_warmup: int, num_sa
 
         return jax.lax.scan(step, state, jax.random.split(sample_key, num_samples))[1]
 
+    return jax.vmap(one_chain)(_chain_keys(key, num_chains))
+
+
+def _chees_chains(family, eta, key, num_chains, num_warmup, num_samples, target_accept):
+    """(chains, samples, k) T draws: jittered HMC whose step size, trajectory length and
+    diagonal mass are adapted across the chains together (ChEES); every chain takes the
+    same number of leapfrog steps per draw, so the chains (and a block of eta) run in
+    lockstep."""
+    log_density = lambda u: family.log_density_unconstrained(u, eta)
+    u_shape = family.support.u_shape(family.x_shape)
+    starts = jax.vmap(lambda k: jax.random.normal(jax.random.split(k, 3)[0], u_shape))(
+        _chain_keys(key, num_chains))  # the chains' NUTS starts
+    warm_key, sample_key = jax.random.split(jax.random.fold_in(key, num_chains))
+    warmup = blackjax.chees_adaptation(
+        log_density, num_chains, target_acceptance_rate=target_accept,
+        mass_matrix_estimation="diagonal", adaptation_info_fn=get_filter_adapt_info_fn(),
+    )
+    (states, params), _ = warmup.run(warm_key, starts, CHEES_STEP_SIZE,
+                                     optax.adam(CHEES_LEARNING_RATE), num_warmup,
+                                     max_sampling_steps=num_samples)
+    kernel = blackjax.dynamic_hmc(log_density, **params)
+
+    def step(states, k):
+        states, _ = jax.vmap(kernel.step)(jax.random.split(k, num_chains), states)
+        return states, jax.vmap(family.stats_from_unconstrained)(states.position)
+
+    draws = jax.lax.scan(step, states, jax.random.split(sample_key, num_samples))[1]
+    return jnp.swapaxes(draws, 0, 1)
+
+
+KERNELS = {"nuts": _nuts_chains, "chees": _chees_chains}
+
+
+def _chain_keys(key, num_chains):
+    return jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.arange(num_chains))
+
+
+@functools.cache
+def _sampler(family: ExponentialFamily, kernel: str, num_chains: int, num_warmup: int,
+             num_samples: int, target_accept: float, block: int):
+    """Per-device function: (eta (m, k), ids (m,), attempt, key) -> (T draws, ess, rhat).
+
+    The m eta run in blocks of `block` (vmapped inside a block, blocks in sequence): an
+    eta's arithmetic then depends only on its lane in the block (XLA's vectorised code is
+    lane-dependent in the last bit, which a sampler amplifies), so the draws do not depend
+    on how eta are spread over devices and chunks of a multiple of `block`.
+    """
+    chains = KERNELS[kernel]
+
     def one_eta(eta, eta_id, attempt, key):
         key = jax.random.fold_in(jax.random.fold_in(key, eta_id), attempt)
-        keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.arange(num_chains))
-        draws = jax.vmap(one_chain, in_axes=(None, 0))(eta, keys)  # (chains, samples, k)
+        draws = chains(family, eta, key, num_chains, num_warmup, num_samples, target_accept)
         ess = blackjax.diagnostics.effective_sample_size(draws, chain_axis=0, sample_axis=1)
         rhat = blackjax.diagnostics.potential_scale_reduction(draws, chain_axis=0, sample_axis=1)
         return draws, ess, rhat
@@ -84,9 +128,9 @@ def _sampler(family: ExponentialFamily, num_chains: int, num_warmup: int, num_sa
     return per_device
 
 
-def _estimate(family, eta, ids, key, attempt, *, num_chains, num_warmup, num_samples,
+def _estimate(family, eta, ids, key, attempt, *, kernel, num_chains, num_warmup, num_samples,
               target_accept, rhat_max, ess_min, mesh, block) -> MomentEstimate:
-    fn = _sampler(family, num_chains, num_warmup, num_samples, target_accept, block)
+    fn = _sampler(family, kernel, num_chains, num_warmup, num_samples, target_accept, block)
     draws, ess, rhat = map_over_eta(
         fn, mesh, eta.astype(np.float32), ids.astype(np.int32),
         replicated=(jnp.int32(attempt), key), block=block,
@@ -110,6 +154,7 @@ def mcmc_moments(
     eta: Float[Array, "n eta_dim"],
     key: PRNGKeyArray,
     *,
+    kernel: str = _SAMPLER.kernel,
     num_chains: int = _SAMPLER.num_chains,
     num_warmup: int = _SAMPLER.num_warmup,
     num_samples: int = _SAMPLER.num_samples,
@@ -121,10 +166,13 @@ def mcmc_moments(
     devices=None,
     block: int = 256,
 ) -> MomentEstimate:
-    """Moments of T(x) at each eta by NUTS on the support's unconstrained space.
+    """Moments of T(x) at each eta by MCMC on the support's unconstrained space.
 
-    Each eta gets `num_chains` chains, each with its own window adaptation (step size and
-    diagonal mass) from an independent N(0, 1) start. Keys are
+    Each eta gets `num_chains` chains from independent N(0, 1) starts. `kernel`: ``nuts``
+    (each chain with its own window adaptation of step size and diagonal mass) or
+    ``chees`` (jittered HMC, step size, trajectory length and diagonal mass adapted across
+    the eta's chains together by ChEES; all chains take the same leapfrog steps, so a
+    batch runs in lockstep). Keys are
     ``fold_in(fold_in(fold_in(key, eta_id), attempt), chain)``; with eta in blocks of
     `block`, results do not depend on the number of devices nor on chunking in multiples
     of `block` (no key is reused across chunks). ESS and split R-hat
@@ -140,11 +188,12 @@ def mcmc_moments(
             f"got {eta.shape}"
         )
     checked = parse(SamplerSettings, dict(
-        num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
+        kernel=kernel, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
         target_accept=target_accept, rhat_max=rhat_max, ess_min=ess_min,
         max_retries=max_retries), "sampler")
-    settings = dict(num_chains=checked.num_chains, num_warmup=checked.num_warmup,
-                    target_accept=checked.target_accept, rhat_max=checked.rhat_max,
+    settings = dict(kernel=checked.kernel, num_chains=checked.num_chains,
+                    num_warmup=checked.num_warmup, target_accept=checked.target_accept,
+                    rhat_max=checked.rhat_max,
                     ess_min=checked.ess_min, mesh=eta_mesh(devices),
                     block=_check_count("block", block))
     num_samples, max_retries = checked.num_samples, checked.max_retries

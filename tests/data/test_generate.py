@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bayes_et import cli
-from bayes_et.data import generate, load_dataset
+from bayes_et.data import _generate, generate, load_dataset, moments_dataset
 
 SMALL_MCMC = {
     "family": "Gamma",
@@ -55,6 +55,31 @@ def test_killed_generation_resumes_to_the_same_file(tmp_path):
     a.metadata.pop("timings"), b.metadata.pop("timings")
     assert a.metadata == b.metadata
     assert not parts.exists()
+
+
+def test_interrupted_chees_generation_resumes_to_the_same_file(tmp_path, monkeypatch):
+    config = {**SMALL_MCMC, "eta": {"num": 24}, "sampler": {**SMALL_MCMC["sampler"],
+                                                            "kernel": "chees"}}
+    reference = load_dataset(generate(config, tmp_path / "full.npz", progress=False))
+    calls = []
+
+    def interrupted(*args, **kwargs):  # the third chunk never finishes
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return moments_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(_generate, "moments_dataset", interrupted)
+    out = tmp_path / "resumed.npz"
+    with pytest.raises(KeyboardInterrupt):
+        generate(config, out, progress=False)
+    assert len(list((tmp_path / "resumed.npz.parts").glob("chunk_*.npz"))) == 2
+    monkeypatch.undo()
+    resumed = load_dataset(generate(config, out, resume=True, progress=False))
+    assert resumed.metadata["config"]["sampler"]["kernel"] == "chees"
+    for name in ("eta", "mu_T", "cov_TT", "ess", "rhat", "flags"):
+        np.testing.assert_array_equal(getattr(reference, name), getattr(resumed, name),
+                                      err_msg=name)
 
 
 def test_dataset_file_contents(tmp_path):
@@ -123,12 +148,14 @@ def test_user_family_by_import(tmp_path, monkeypatch):
 
 
 SHARDED = textwrap.dedent('''
-    import json, jax, numpy as np
+    import json, sys, jax, numpy as np
     from bayes_et.data import design_eta, mcmc_moments
     from bayes_et.expfam import Gamma
     assert len(jax.devices()) == 2, jax.devices()
-    eta = design_eta(Gamma(), 300, seed=2)  # more than one block of 256: both devices work
-    kw = dict(num_warmup=100, num_samples=200, ess_min=0, max_retries=0)
+    kernel, n, block = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    eta = design_eta(Gamma(), n, seed=2)  # more than one block: both devices work
+    kw = dict(kernel=kernel, num_warmup=100, num_samples=200, ess_min=0, max_retries=0,
+              block=block)
     two = mcmc_moments(Gamma(), eta, jax.random.key(1), **kw)
     one = mcmc_moments(Gamma(), eta, jax.random.key(1), devices=jax.devices()[:1], **kw)
     print(json.dumps({"two": two.mu_T.tolist(), "one": one.mu_T.tolist(),
@@ -136,12 +163,13 @@ SHARDED = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.slow
-def test_two_device_sharding_matches_one_device():
+@pytest.mark.parametrize("kernel, n, block", [
+    pytest.param("nuts", 300, 256, marks=pytest.mark.slow), ("chees", 12, 4)])
+def test_two_device_sharding_matches_one_device(kernel, n, block):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", SHARDED, kernel, str(n), str(block)],
+                            env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(out["two"], out["one"], rtol=1e-6)

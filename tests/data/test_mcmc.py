@@ -1,4 +1,4 @@
-"""NUTS moments against exact ones: the error bars a dataset carries must be honest."""
+"""MCMC moments (NUTS, ChEES-HMC) against exact ones: the error bars must be honest."""
 
 import jax
 import numpy as np
@@ -43,6 +43,24 @@ def test_mcmc_z_scores_are_standard(family):
     assert np.abs(z[ok]).max() <= 6
 
 
+@pytest.mark.parametrize("family", [Gamma(), Quartic(), MultivariateNormal(3)], ids=repr)
+def test_chees_z_scores_are_standard(family):
+    """ChEES-HMC: the mean over eta of each eta's mean z^2 is in the honest band [0.8, 1.25]
+    within four of its standard errors (estimated from the spread of the per-eta values).
+    ChEES's ESS errs on the safe side (mean z^2 ~0.9 on MultivariateNormal(3))."""
+    eta = design_eta(family, 160, seed=12)
+    est = mcmc_moments(family, eta, jax.random.key(4), kernel="chees", max_retries=1)
+    mu_exact, _ = exact_moments(family, eta)
+    z = (est.mu_T - mu_exact) / np.sqrt(np.diagonal(est.cov_TT, axis1=1, axis2=2) / est.ess)
+    ok = est.flags == 0
+    per_eta = np.mean(z[ok] ** 2, axis=1)
+    se = per_eta.std(ddof=1) / np.sqrt(per_eta.size)
+    print(f"{family.name}: mean z^2 {per_eta.mean():.3f} +- {se:.3f}, flagged {np.mean(~ok):.1%}")
+    assert ok.mean() >= 0.97
+    assert 0.8 - 4 * se <= per_eta.mean() <= 1.25 + 4 * se
+    assert np.abs(z[ok]).max() <= 6
+
+
 def test_quality_gate_reruns_with_more_draws_and_keeps_flags():
     family = Gamma()
     eta = design_eta(family, 4, seed=0)
@@ -54,10 +72,12 @@ def test_quality_gate_reruns_with_more_draws_and_keeps_flags():
     assert np.all(hard.flags & DataFlag.ESS) and np.all(hard.num_draws == 800)
 
 
-def test_draws_depend_on_eta_id_not_on_chunking():
+@pytest.mark.parametrize("kernel", ["nuts", "chees"])
+def test_draws_depend_on_eta_id_not_on_chunking(kernel):
     family = Gamma()
     eta = design_eta(family, 6, seed=1)
-    settings = dict(num_warmup=100, num_samples=200, ess_min=0, max_retries=0, block=2)
+    settings = dict(kernel=kernel, num_warmup=100, num_samples=200, ess_min=0, max_retries=0,
+                    block=2)
     whole = mcmc_moments(family, eta, jax.random.key(5), **settings)
     part = mcmc_moments(family, eta[2:], jax.random.key(5), eta_ids=np.arange(2, 6), **settings)
     np.testing.assert_array_equal(part.mu_T, whole.mu_T[2:])
@@ -73,6 +93,8 @@ def test_bad_sampler_arguments():
             mcmc_moments(family, eta, jax.random.key(0), **{name: value})
     with pytest.raises(ValueError, match="n >= 1"):
         mcmc_moments(family, np.zeros((0, 2)), jax.random.key(0))
+    with pytest.raises(ValueError, match=r"config key 'sampler.kernel': got 'hmc'.*chees"):
+        mcmc_moments(family, eta, jax.random.key(0), kernel="hmc")
     with pytest.raises(ValueError, match="target_accept"):
         mcmc_moments(family, eta, jax.random.key(0), target_accept=1.5)
     with pytest.raises(ValueError, match=r"eta\['x'\] < 0"):
