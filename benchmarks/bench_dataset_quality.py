@@ -57,7 +57,7 @@ def main():
         for kernel in args.kernels:
             config = read_config(CONFIGS / f"{name}.yaml")
             config["sampler"] = {**config.get("sampler", {}), "kernel": kernel}
-            path = generate(config, out / f"{name}-{kernel}.npz", force=True, progress=False)
+            path = generate(config, out / f"{name}-{kernel}.npz", force=True)
             rows.append(row := score(load_dataset(path), name, kernel))
             print(f"{name:20s} {kernel:6s} flagged {100 * row['flagged_fraction']:5.2f}%  "
                   f"mean z^2 {row['mean_z2']:.3f}  max |z| {row['max_abs_z']:.2f}  "
