@@ -55,7 +55,7 @@ EXACT_METHODS = ("closed_form", "quadrature")
 ADDED = "added.npz"  # rows added to a run's data: active learning, a fallback's answers
 CALIBRATION = "calibration.npz"  # the precise calibration set of MCMC data
 CALIBRATION_IDS = 10**9  # sampler ids (and design seed offset) of the calibration set
-GENERATE_BLOCK = 64  # eta per block of new data (the progress bar's step)
+GENERATE_BLOCK = 256  # eta per block of new data: mcmc_moments' block (less is padded to it)
 MIN_ROWS = 2  # per split
 
 
