@@ -44,7 +44,7 @@ def load_config(source: str | os.PathLike | dict | None = None) -> PipelineSetti
     if "providers" in cfg.cavi:
         fail("cavi.providers", cfg.cavi["providers"], "nothing: the pipeline's network "
              "answers the factor of the data's family, exact moments the others")
-    model, _, _ = load_cavi_config(cfg.cavi)
+    model = load_cavi_config(cfg.cavi).model
     if not any(type(f) is type(family) for f in model.families):
         fail("cavi", cfg.cavi.get("example", "model"), f"a model with a {family.name} factor "
              "(the family the network learns)")
@@ -95,19 +95,22 @@ def _slice_figure(model, family, cfg, path: Path) -> dict[str, float]:
 
 
 def _cavi(run_dir: Path, cfg: dict, family, path: Path) -> dict[str, Any]:
-    from bayes_et.cavi import ExactMoments, NetworkMoments, WithFallback, run_cavi
+    from bayes_et.cavi import Audit, ExactMoments, NetworkMoments, WithFallback, run_cavi
     from bayes_et.cavi._plots import plot_cavi
     from bayes_et.cavi._run import load_cavi_config, solver_arguments
     from bayes_et.expfam import kl_divergence
 
-    model, _, solver = load_cavi_config(cfg)
+    model, _, solver, _ = load_cavi_config(cfg)
     providers = {n: WithFallback(NetworkMoments(run_dir, family=f), ExactMoments(f))
                  for n, f in zip(model.names, model.families, strict=True)
                  if type(f) is type(family)}
     settings = solver_arguments(solver)
     key = jax.random.key(solver.seed)
-    learned = run_cavi(model, providers, key=key, **settings)
+    oracles = {n: ExactMoments(p.family) for n, p in providers.items()}
+    learned = run_cavi(model, providers, key=key, audit=Audit(oracles), **settings)
     exact = run_cavi(model, key=key, **{**settings, "num_draws": 0})
+    audit = learned.audit
+    audited = audit.contains(exact.eta)
     plot_cavi(learned, dict(zip(model.names, model.families, strict=True)), path,
               "CAVI for quartic_prior: network providers (band: function draws)")
     band = learned.band("eta")
@@ -117,7 +120,10 @@ def _cavi(run_dir: Path, cfg: dict, family, path: Path) -> dict[str, Any]:
         for j in np.flatnonzero(model.coupled(i)):
             row = {"factor": name, "eta": fam.flat_names[j],
                    "network": float(learned.eta[name][j]),
-                   "quadrature": float(exact.eta[name][j])}
+                   "quadrature": float(exact.eta[name][j]),
+                   "audited": float(audit.eta[name][j]),
+                   "audit_lo": float(audit.lo[name][j]), "audit_hi": float(audit.hi[name][j]),
+                   "audit_inside": bool(audited[name][j])}
             if band is not None:
                 row.update(lo=band[name]["lo"][j], hi=band[name]["hi"][j])
                 row["inside"] = bool(contains[name][j])
@@ -127,6 +133,8 @@ def _cavi(run_dir: Path, cfg: dict, family, path: Path) -> dict[str, Any]:
         "converged": learned.converged, "iterations": learned.iterations,
         "seconds": learned.timings, "flags": learned.flags, "rows": rows,
         "band_contains_quadrature": inside if band is not None else None,
+        "audit": {**audit.to_json(), "contains_quadrature": all(r["audit_inside"]
+                                                                 for r in rows)},
         "kl": {n: kl_divergence(f, learned.eta[n], exact.eta[n])
                for n, f in zip(model.names, model.families, strict=True)},
         "mean_stats": {n: learned.mean_stats[n].tolist() for n in model.names},
@@ -179,12 +187,19 @@ def _report(summary: dict, metrics: dict, cfg: dict, family) -> str:
         + ", ".join(f"{k} {v:.1e}" for k, v in cavi["kl"].items()) + "."
         + (f" Flags: {_flag_text(cavi['flags'])}; the fallback (quadrature) answered where "
            "the network flagged its eta." if _flag_text(cavi["flags"]) else ""), "",
-        "| factor | eta | network | 90% band | quadrature | inside |", "|---|---|---|---|---|---|",
+        "The audit: quadrature answers the audited members at the network's fixed point "
+        f"({', '.join(f'{k}: members {v}' for k, v in cavi['audit']['members'].items())}; "
+        f"method: {cavi['audit']['method']}, {cavi['audit']['seconds']:.2f} s); the network's "
+        "mean z² there: " + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} -"
+                                        for k, v in cavi["audit"]["z2"].items()) + ".", "",
+        "| factor | eta | network | 90% band | audited | audit 90% interval | quadrature | "
+        "in band | in audit |", "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in cavi["rows"]:
         band = f"[{r['lo']:.4f}, {r['hi']:.4f}]" if "lo" in r else "-"
         lines.append(f"| {r['factor']} | {r['eta']} | {r['network']:.4f} | {band} | "
-                     f"{r['quadrature']:.4f} | {r.get('inside', '-')} |")
+                     f"{r['audited']:.4f} | [{r['audit_lo']:.4f}, {r['audit_hi']:.4f}] | "
+                     f"{r['quadrature']:.4f} | {r.get('inside', '-')} | {r['audit_inside']} |")
     from bayes_et._versions import package_versions
 
     versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
@@ -206,6 +221,7 @@ def _summary_rows(summary: dict) -> list[tuple[str, str, str]]:
          f"{s['seconds']:.1f}"),
         ("cavi", f"{'converged' if v['converged'] else 'NOT converged'} in {v['iterations']} "
          f"sweeps; band contains quadrature: {'yes' if band else 'no' if band is not None else '-'}"
+         f"; audit interval contains it: {'yes' if v['audit']['contains_quadrature'] else 'no'}"
          f", max KL {max(v['kl'].values()):.1e}"
          + (f"; flags {_flag_text(v['flags'])}" if _flag_text(v["flags"]) else ""),
          f"{v['stage_seconds']:.1f}"),

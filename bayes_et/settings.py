@@ -324,8 +324,18 @@ class TrainSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    """The audit of a CAVI answer: `members` members of each audited factor (all when the
+    factor has fewer), drawn without replacement with NumPy's generator `seed`."""
+
+    members: int = setting(30, integer(1, 10**8))
+    seed: int = setting(0, integer(0, 2**63 - 1))
+
+
+@dataclasses.dataclass(frozen=True)
 class SolverSettings:
-    """CAVI: sweeps, tolerance on the relative change of eta, damping, function draws."""
+    """CAVI: sweeps, tolerance on the relative change of eta, damping, function draws, and
+    the audit (None: no audit; the oracles are named per factor beside the network)."""
 
     max_iter: int = setting(100, integer(1, 10**7))
     tol: float = setting(1e-6, number(0.0))
@@ -333,6 +343,10 @@ class SolverSettings:
     num_draws: int = setting(0, integer(0, 100_000))
     seed: int = setting(0, integer(0))
     track_elbo: bool = setting(True, boolean)
+    audit: AuditSettings | None = setting(None, optional(nested(AuditSettings)))
+
+
+ORACLES = ("exact", "gauss_hermite", "quadrature", "sampling")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,11 +354,12 @@ class NetworkSettings:
     """A network provider: its run folder, fallback and flag thresholds."""
 
     network: str = setting(check=text)
-    fallback: str = setting("exact", choice("exact", "gauss_hermite", "quadrature", "sampling",
-                                            "none"))
+    fallback: str = setting("exact", choice(*ORACLES, "none"))
     max_spread: float = setting(0.1, number(0.0, low_open=True))
     margin: float = setting(0.0, number(0.0))
     num_samples: int = setting(64, integer(2, 100_000))
+    audit: str | None = setting(None, optional(choice(*ORACLES)),
+                                doc="the oracle that audits this factor (solver.audit)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,7 +383,7 @@ class PipelineSettings:
 
 
 __all__ = [
-    "DataSettings", "DrawSettings", "EtaSettings", "LikelihoodSettings", "NetworkSettings",
-    "PipelineSettings", "SamplerSettings", "SliceSettings", "SolverSettings", "StageSettings",
-    "TrainSettings", "as_dict", "fail", "parse", "read_config", "read_yaml",
+    "AuditSettings", "DataSettings", "DrawSettings", "EtaSettings", "LikelihoodSettings",
+    "NetworkSettings", "PipelineSettings", "SamplerSettings", "SliceSettings", "SolverSettings",
+    "StageSettings", "TrainSettings", "as_dict", "fail", "parse", "read_config", "read_yaml",
 ]

@@ -87,7 +87,7 @@ def joint_nuts(data: np.ndarray, eta_prior, a0: float, b0: float, key, num_chain
 
 
 def headline(run_dir: Path, quick: bool) -> dict:
-    model, _, _ = load_cavi_config(CONFIG)
+    model = load_cavi_config(CONFIG).model
     cfg = yaml.safe_load(CONFIG.read_text())
     net = {"mu": NetworkMoments(run_dir)}
     timed = {

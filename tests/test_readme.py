@@ -89,7 +89,7 @@ def test_readme_yaml_model_runs(index):
 
     from bayes_et.cavi import load_cavi_config, run_cavi
 
-    model, providers, solver = load_cavi_config(yaml.safe_load(YAML_MODELS[index]))
+    model, providers, solver, _ = load_cavi_config(yaml.safe_load(YAML_MODELS[index]))
     result = run_cavi(model, providers)
     assert result.converged and all(np.all(np.isfinite(e)) for e in result.eta.values())
     assert any(e.ndim == 2 for e in result.eta.values())  # it has a plate

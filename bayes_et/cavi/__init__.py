@@ -1,6 +1,7 @@
 """Coordinate-ascent variational inference with exact, learned or sampled moments."""
 
 from . import examples
+from ._audit import Audit, AuditResult
 from ._model import CAVIModel, Factor, Model, Stat, model_from_config
 from ._providers import (
     ExactMoments,
@@ -11,12 +12,12 @@ from ._providers import (
     WithFallback,
     flag_names,
 )
-from ._run import cavi_run, fallback_answers, load_cavi_config
+from ._run import CAVIConfig, audit_answers, cavi_run, fallback_answers, load_cavi_config
 from ._solver import CAVIResult, run_cavi
 
 __all__ = [
-    "CAVIModel", "CAVIResult", "ExactMoments", "Factor", "Model", "MomentFlag",
-    "MomentProvider", "NetworkMoments", "SamplingMoments", "Stat", "WithFallback", "cavi_run",
-    "examples", "fallback_answers", "flag_names",
+    "Audit", "AuditResult", "CAVIConfig", "CAVIModel", "CAVIResult", "ExactMoments", "Factor",
+    "Model", "MomentFlag", "MomentProvider", "NetworkMoments", "SamplingMoments", "Stat",
+    "WithFallback", "audit_answers", "cavi_run", "examples", "fallback_answers", "flag_names",
     "load_cavi_config", "model_from_config", "run_cavi",
 ]

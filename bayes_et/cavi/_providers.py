@@ -46,6 +46,7 @@ REGION_RTOL = 1e-6
 NEEDS_BACKUP = (MomentFlag.OUTSIDE_TRAINING_REGION | MomentFlag.WIDE_PREDICTIVE_SPREAD
                 | MomentFlag.NON_FINITE)
 _NETWORK = NetworkSettings  # defaults of the network provider's options
+FD_STEP = 1e-3  # relative step of the finite-difference Jacobian
 MEMBER_BLOCK = 4096  # eta per block in sequential maps: bounds memory for large plates
 BACKUP_BLOCK = 64  # flagged members the backup answers per pass
 
@@ -78,6 +79,8 @@ class MomentProvider(eqx.Module):
     exact: ClassVar[bool] = False
     has_fallback: ClassVar[bool] = False
     """Whether rows in `force` (or flagged) can go to a backup provider."""
+    oracle: ClassVar[bool] = False
+    """Whether the provider may audit a network (exact, or sampling with a known MC error)."""
 
     @property
     def num_draws(self) -> int:
@@ -100,6 +103,22 @@ class MomentProvider(eqx.Module):
                       ) -> Float[Array, " n"] | None:
         """A(eta) per row up to a constant, or None when unknown (the solver integrates mu)."""
         return None
+
+    def jacobian(self, eta: Float[Array, "n d"], key: PRNGKeyArray) -> Float[Array, "n d d"]:
+        """d mean / d eta per row (traceable), by central differences of `evaluate` (steps
+        FD_STEP (1 + |eta_k|)): any provider whose answer is smooth in eta, the ODE network
+        included (it has neither forward mode nor reverse-over-reverse). Exact providers
+        override it with Cov[T], the exact Jacobian."""
+        d = eta.shape[-1]
+        step = FD_STEP * (1.0 + jnp.abs(eta))  # (n, d)
+
+        def column(k):
+            shift = jnp.zeros_like(eta).at[:, k].set(step[:, k])
+            up = self.evaluate(eta + shift, None, key).mean
+            down = self.evaluate(eta - shift, None, key).mean
+            return (up - down) / (2 * step[:, k:k + 1])
+
+        return jnp.stack([column(k) for k in range(d)], axis=-1)
 
     @property
     def integrable(self) -> bool:
@@ -157,6 +176,7 @@ class ExactMoments(MomentProvider):
     nodes: int = eqx.field(static=True)
     tol: float = eqx.field(static=True)
     exact: ClassVar[bool] = True
+    oracle: ClassVar[bool] = True
 
     def __init__(self, family: ExponentialFamily, route: str = "auto", *, nodes: int = 16,
                  tol: float = 1e-9):
@@ -197,6 +217,12 @@ class ExactMoments(MomentProvider):
             return None
         return jax.vmap(self.family._log_partition)(eta)
 
+    def jacobian(self, eta, key):
+        """Cov_eta[T]: the closed form, else the robust quadrature's."""
+        if self.route == "closed_form":
+            return jax.vmap(self.family._fisher)(eta)
+        return _block_map(lambda e: moments_at(self.family, e)[1], eta)
+
 
 def on_rows(fn, eta: Float[Array, "n d"], rows: Bool[Array, " n"], base: Array,
             block: int = BACKUP_BLOCK):
@@ -226,18 +252,18 @@ SCALE_DRAWS = 8  # weight draws behind the local calibration scale of a function
 
 
 class NetworkMoments(MomentProvider):
-    """A trained ET network. Its answer is the network at its weight means (one forward pass per
-    eta); function draw s is that plus c(eta) (f_s - f + sqrt(misfit) eps_s) over one of
-    `num_samples` fixed weight draws f_s (a whole function of eta, shared by every member and
-    sweep; c(eta) the calibration's scale, which for a local calibration needs the spread of the
-    weight draws at eta: SCALE_DRAWS of them). With `squares` (default: unless the network is a
-    convex potential, whose mu is the gradient of its own A), a statistic that the family
-    declares the square of another, T_b = T_a^2, is answered as mu_a^2 + d mu_a / d eta_a (one
-    reverse-mode derivative): the variance comes from the slope of the learned map, which a
-    network gets far more accurately than the small difference E[T_b] - mu_a^2 of two large
-    outputs. Flags eta outside the training region (widened by `margin` times its width on each
-    side), non-finite answers, and, with full=True, eta whose calibrated predictive standard
-    deviation passes `max_spread` (in units of the training targets' standard deviation)."""
+    """A trained ET network. Its answer is the model's answer (`TrainedET.answer`: squares
+    T_b = T_a^2 as mu_a^2 + d mu_a / d eta_a, unless the network is a convex potential) at
+    the weight means, one forward pass per eta; function draw s is that plus
+    c(eta) (g_s - g + sqrt(misfit) eps_s), g_s the answer of one of `num_samples` fixed
+    weight draws (a whole function of eta, shared by every member and sweep; c(eta) the
+    calibration's scale, fitted on the held-out residuals of these same answers, which for
+    a local calibration needs the spread of the weight draws' answers at eta: SCALE_DRAWS
+    of them). So a draw carries the error of the values and of the slopes that CAVI
+    consumes. Flags eta outside the training region (widened by `margin` times its width
+    on each side), non-finite answers, and, with full=True, eta whose calibrated predictive
+    standard deviation passes `max_spread` (in units of the training targets' standard
+    deviation)."""
 
     model: TrainedET
     nets: AbstractET  # the num_samples weight draws, stacked (leading axis S)
@@ -246,15 +272,13 @@ class NetworkMoments(MomentProvider):
     eta_max: Float[Array, " d"]
     family: ExponentialFamily = eqx.field(static=True)
     max_spread: float = eqx.field(static=True)
-    square_of: tuple[tuple[int, int], ...] = eqx.field(static=True)
     local: bool = eqx.field(static=True)
 
     def __init__(self, source: str | os.PathLike | TrainedET, *,
                  num_samples: int = _NETWORK.num_samples,
                  max_spread: float = _NETWORK.max_spread, margin: float = _NETWORK.margin,
                  family: ExponentialFamily | str | None = None,
-                 training_region: tuple | None = None, key: PRNGKeyArray | None = None,
-                 squares: bool | None = None):
+                 training_region: tuple | None = None, key: PRNGKeyArray | None = None):
         """`source`: a run folder written by `bayes-et train`, or a TrainedET (then give
         `family` and, to get region flags, `training_region` = (eta_min, eta_max)). A run
         folder must record `family` when it is given (name and arguments); a family that is
@@ -290,11 +314,6 @@ class NetworkMoments(MomentProvider):
         self.family = family
         self.max_spread = float(max_spread)
         self.local = bool(np.any(np.asarray(model.calibration[1]) != 0))
-        names = family.flat_names
-        if squares is None:  # a convex potential's mu is already a gradient: keep it whole
-            squares = not model.net.has_log_partition
-        self.square_of = tuple((names.index(b), names.index(a))
-                               for b, a in family.squares.items()) if squares else ()
 
     @property
     def num_samples(self) -> int:
@@ -306,12 +325,16 @@ class NetworkMoments(MomentProvider):
         """The function draws: one per weight draw."""
         return self.num_samples
 
+    def _net(self, draw):
+        return jax.tree_util.tree_map(lambda a: a[draw] if eqx.is_array(a) else a, self.nets)
+
     def _deviations(self, eta, count: int | None = None):
-        """The first `count` (default all S) weight draws minus the network at its means,
-        at one eta: (count, k)."""
+        """The answers of the first `count` (default all S) weight draws minus the answer at
+        the weight means, at one eta: (count, k)."""
         nets = jax.tree_util.tree_map(lambda a: a[:count] if eqx.is_array(a) else a,
                                       self.nets)
-        return eqx.filter_vmap(lambda net: net(eta))(nets) - self.model.net(eta)
+        answers = eqx.filter_vmap(lambda net: self.model.answer(net, eta))(nets)
+        return answers - self.model.answer(self.model.net, eta)
 
     def _scale(self, eta, dev=None):
         """The calibration's scale of each statistic at one eta (k,), from the deviations
@@ -323,28 +346,13 @@ class NetworkMoments(MomentProvider):
             dev = self._deviations(eta, SCALE_DRAWS)
         return self.model.spread_scale(jnp.mean(dev**2, 0) + self.model.misfit_variance)
 
-    def _function(self, draw):
-        """eta -> mu_T of the network at its means, or of calibrated function draw `draw`."""
-        if draw is None:
-            return self.model.net
-        net = jax.tree_util.tree_map(lambda a: a[draw] if eqx.is_array(a) else a, self.nets)
-
-        def function(e):
-            point = self.model.net(e)
-            return point + self._scale(e) * (net(e) - point + self.offsets[draw])
-
-        return function
-
     def _one(self, eta, draw, full: bool):
-        """(value, cov or None, spread flag) at one float32 eta."""
-        function = self._function(draw)
-        if not self.square_of:
-            value = function(eta)
-        else:  # reverse mode: an ODE network (custom_vjp) has no forward mode
-            value, pullback = jax.vjp(function, eta)
-        for b, a in self.square_of:  # E[T_a^2] = mu_a^2 + d mu_a / d eta_a
-            slope = pullback(jnp.zeros_like(value).at[a].set(1.0))[0][a]
-            value = value.at[b].set(value[a] ** 2 + slope)
+        """(answer, cov or None, spread flag) at one float32 eta: the model's answer, or that
+        of calibrated function draw `draw`."""
+        value = self.model.answer(self.model.net, eta)
+        if draw is not None:
+            sample = self.model.answer(self._net(draw), eta)
+            value = value + self._scale(eta) * (sample - value + self.offsets[draw])
         if not full:
             return value, None, jnp.int32(0)
         dev = self._deviations(eta)
@@ -373,9 +381,8 @@ class NetworkMoments(MomentProvider):
             point = self.model.net.log_partition(e)
             if draw is None:
                 return point
-            net = jax.tree_util.tree_map(lambda a: a[draw] if eqx.is_array(a) else a, self.nets)
             scale = jnp.exp(jnp.mean(jnp.log(self._scale(e))))  # one scale for the scalar A
-            return point + scale * (net.log_partition(e) - point)
+            return point + scale * (self._net(draw).log_partition(e) - point)
 
         return _block_map(one, eta.astype(jnp.float32)).astype(eta.dtype)
 
@@ -388,6 +395,7 @@ class SamplingMoments(MomentProvider):
 
     family: ExponentialFamily = eqx.field(static=True)
     settings: tuple = eqx.field(static=True)
+    oracle: ClassVar[bool] = True
 
     def __init__(self, family: ExponentialFamily,
                  sampler: SamplerSettings | dict | None = None, **options):
@@ -404,6 +412,11 @@ class SamplingMoments(MomentProvider):
     def integrable(self) -> bool:
         """False: a NUTS run per quadrature node would cost too much."""
         return False
+
+    def jacobian(self, eta, key):
+        raise ValueError(f"SamplingMoments ({self.family.name}): a sampled moment map has no "
+                         "Jacobian to linearise the fixed point with; answer this factor "
+                         "exactly or by a network")
 
     def _host(self, eta, active, seed):
         from bayes_et.data import mcmc_moments

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -16,6 +16,7 @@ from bayes_et._versions import package_versions
 from bayes_et.data import Dataset, moments_dataset, save_dataset
 from bayes_et.expfam import family_spec
 from bayes_et.settings import (
+    AuditSettings,
     DataSettings,
     NetworkSettings,
     SamplerSettings,
@@ -29,6 +30,7 @@ from bayes_et.settings import (
     read_config,
 )
 
+from ._audit import Audit
 from ._model import CAVIModel, model_from_config
 from ._plots import plot_cavi
 from ._providers import (
@@ -134,7 +136,7 @@ def _provider(name: str, family, spec) -> MomentProvider:
     if not (isinstance(spec, dict) and "network" in spec):
         fail(key, spec, "exact, gauss_hermite, quadrature, sampling, {sampling: {...}}, or "
              "{network: RUN_DIR, fallback: exact|gauss_hermite|quadrature|sampling|none, "
-             "max_spread, margin, num_samples}")
+             "audit: exact|gauss_hermite|quadrature|sampling, max_spread, margin, num_samples}")
     settings = parse(NetworkSettings, spec, key)
     try:
         network = NetworkMoments(settings.network, num_samples=settings.num_samples,
@@ -147,48 +149,89 @@ def _provider(name: str, family, spec) -> MomentProvider:
     return WithFallback(network, _provider(name, family, settings.fallback))
 
 
-def load_cavi_config(source: str | os.PathLike | dict
-                     ) -> tuple[CAVIModel, dict[str, MomentProvider], SolverSettings]:
-    """(model, providers, solver settings) from a CAVI config (YAML file or dict)."""
+class CAVIConfig(NamedTuple):
+    """A CAVI config, parsed: the model, a provider per factor, the solver's settings and
+    the audit (None without one)."""
+
+    model: CAVIModel
+    providers: dict[str, MomentProvider]
+    solver: SolverSettings
+    audit: Audit | None
+
+
+def _audit(providers_cfg: dict, model: CAVIModel, solver: SolverSettings) -> Audit | None:
+    """The audit: the oracles named per factor (`providers.NAME.audit`), with the members
+    and seed of `solver.audit` (its defaults when only oracles are named)."""
+    oracles = {}
+    for name, family in zip(model.names, model.families, strict=True):
+        spec = providers_cfg.get(name)
+        if isinstance(spec, dict) and spec.get("audit") is not None:
+            oracles[name] = _provider(name, family, spec["audit"])
+    if not oracles:
+        if solver.audit is not None:
+            fail("solver.audit", as_dict(solver.audit), "an audit needs an oracle named beside "
+                 "a network: providers.FACTOR.audit (exact, gauss_hermite, quadrature, "
+                 "sampling)")
+        return None
+    settings = solver.audit or parse(AuditSettings, None)
+    return Audit(oracles, settings.members, settings.seed)
+
+
+def load_cavi_config(source: str | os.PathLike | dict) -> CAVIConfig:
+    """(model, providers, solver settings, audit) from a CAVI config (YAML file or dict)."""
     cfg = known_keys("", read_config(source), KEYS)
     model = _model(cfg)
     providers_cfg = cfg.get("providers") or {}
     known_keys("providers", providers_cfg, set(model.names))
     providers = {name: _provider(name, family, providers_cfg.get(name, "exact"))
                  for name, family in zip(model.names, model.families, strict=True)}
-    return model, providers, parse(SolverSettings, cfg.get("solver"), "solver")
+    solver = parse(SolverSettings, cfg.get("solver"), "solver")
+    return CAVIConfig(model, providers, solver, _audit(providers_cfg, model, solver))
+
+
+def answer_rows(family, provider: MomentProvider, eta: np.ndarray, seed: int,
+                source: str) -> Dataset:
+    """The answers of an exact or sampling `provider` at `eta` (n, d) as a dataset to extend
+    a network's run with (`bayes_et.train.extend_run`): exact moments (closed form, else
+    quadrature) for an exact provider, NUTS moments with its settings for a sampling one."""
+    if isinstance(provider, SamplingMoments):
+        method, sampler = "mcmc", dict(provider.settings)
+    else:
+        method, sampler = ("closed_form" if family.has_closed_form else "quadrature"), {}
+    raw = {"family": family_spec(family), "eta": {"num": len(eta)}, "method": method,
+           "sampler": sampler, "seed": seed}
+    cfg = parse(DataSettings, raw, "answer data")
+    rows = moments_dataset(family, method, eta, np.arange(len(eta)), cfg)
+    return dataclasses.replace(rows, metadata={
+        "family": raw["family"], "stat_names": list(family.flat_names), "method": method,
+        "config": as_dict(cfg), "source": source, "versions": package_versions()})
 
 
 def fallback_answers(result: CAVIResult, providers: dict[str, MomentProvider]
                      ) -> dict[str, Dataset]:
-    """Per factor whose network needed its fallback at the fixed point: the answers of the
-    backup at those members' eta, as a dataset to extend the network's run with
-    (`bayes_et.train.extend_run`): exact moments (closed form, else quadrature) for an
-    exact backup, NUTS moments with the backup's settings for a sampling one."""
+    """Per factor whose network needed its fallback at the fixed point: the backup's
+    answers at those members' eta (`answer_rows`)."""
     answers = {}
     for index, name in enumerate(result.names):
         provider = providers.get(name)
         if not isinstance(provider, WithFallback):
             continue
-        family = provider.family
         used = (result.member_flags[name] & MomentFlag.ANSWERED_BY_FALLBACK) != 0
-        eta = np.reshape(result.eta[name], (-1, family.eta_dim))[used]
-        if len(eta) == 0:
-            continue
-        backup = provider.backup
-        if isinstance(backup, SamplingMoments):
-            method, sampler = "mcmc", dict(backup.settings)
-        else:
-            method, sampler = ("closed_form" if family.has_closed_form else "quadrature"), {}
-        raw = {"family": family_spec(family), "eta": {"num": len(eta)}, "method": method,
-               "sampler": sampler, "seed": index}
-        cfg = parse(DataSettings, raw, "fallback data")
-        rows = moments_dataset(family, method, eta, np.arange(len(eta)), cfg)
-        answers[name] = dataclasses.replace(rows, metadata={
-            "family": raw["family"], "stat_names": list(family.flat_names), "method": method,
-            "config": as_dict(cfg), "source": f"fallback answers of CAVI factor {name!r}",
-            "versions": package_versions()})
+        eta = np.reshape(result.eta[name], (-1, provider.family.eta_dim))[used]
+        if len(eta):
+            answers[name] = answer_rows(provider.family, provider.backup, eta, index,
+                                        f"fallback answers of CAVI factor {name!r}")
     return answers
+
+
+def audit_answers(result: CAVIResult, audit: Audit) -> dict[str, Dataset]:
+    """Per audited factor: the oracle's answers at the audited members' eta
+    (`answer_rows`), training rows where the model is."""
+    if result.audit is None:
+        return {}
+    return {name: answer_rows(oracle.family, oracle, result.audit.oracle_eta[name],
+                              result.names.index(name), f"audit answers of CAVI factor "
+                              f"{name!r}") for name, oracle in audit.oracles.items()}
 
 
 def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = None, *,
@@ -198,10 +241,11 @@ def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = N
     cavi.png, and with `region` (a factor name) data-REGION.yaml: a data config of
     `region_num` eta over the box the solver visited for that factor, see
     `CAVIResult.data_config`), and fallback-FACTOR.npz where a network's fallback answered
-    at the fixed point (`fallback_answers`). An existing OUT is replaced only with
+    at the fixed point (`fallback_answers`), and with an audit audit-FACTOR.npz (the
+    oracle's answers at the audited members). An existing OUT is replaced only with
     `force`."""
     raw = read_config(config)
-    model, providers, solver = load_cavi_config(raw)
+    model, providers, solver, audit = load_cavi_config(raw)
     if region is not None and region not in model.names:
         fail("--region", region, ", ".join(model.names))
     integer(2)("--region-num", region_num)
@@ -210,10 +254,12 @@ def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = N
     out = Path(out or Path("runs") / f"cavi-{name}")
     with run_folder(out, force=force) as folder:
         result = run_cavi(model, providers, key=jax.random.key(solver.seed), progress=progress,
-                          **solver_arguments(solver))
+                          audit=audit, **solver_arguments(solver))
         write_json(folder / "result.json", {"config": raw, **result.to_json()})
         for factor, rows in fallback_answers(result, providers).items():
             save_dataset(folder / f"fallback-{factor}.npz", rows)
+        for factor, rows in audit_answers(result, audit).items():
+            save_dataset(folder / f"audit-{factor}.npz", rows)
         if region is not None:
             data = result.data_config(region, model.families[model.names.index(region)],
                                       num=region_num, margin=region_margin)
@@ -226,5 +272,6 @@ def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = N
 
 
 def solver_arguments(solver: SolverSettings) -> dict[str, Any]:
-    """run_cavi's keyword arguments from solver settings (all but the seed)."""
-    return {k: v for k, v in dataclasses.asdict(solver).items() if k != "seed"}
+    """run_cavi's keyword arguments from solver settings (all but the seed and the audit)."""
+    return {f.name: getattr(solver, f.name) for f in dataclasses.fields(solver)
+            if f.name not in ("seed", "audit")}

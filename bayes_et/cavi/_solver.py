@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from bayes_et.settings import SolverSettings, parse
 
+from ._audit import Audit, AuditResult, audit_fixed_point, linear_response_draws
 from ._model import CAVIModel, Model
 from ._providers import (
     ExactMoments,
@@ -45,7 +46,9 @@ class CAVIResult:
     from any sweep, the others from the last), `flag_counts` -> {flag name: members};
     `member_flags` -> the raw bits per member. `visited` maps factor name -> (lo, hi), the
     box of eta the sweeps visited (not the start). With function draws, `draws`
-    holds 'eta' and 'mean_stats' (name -> (S, d_i) or (S, N, d_i)) and 'converged' (S,)."""
+    holds 'eta' and 'mean_stats' (name -> (S, d_i) or (S, N, d_i)) and 'converged' (S,),
+    and with the linear response 'eta_linear_response' (the same draws' fixed points to first
+    order). `audit`: the rectified fixed point and its 90% interval (`AuditResult`)."""
 
     names: tuple[str, ...]
     stat_names: dict[str, tuple[str, ...]]
@@ -61,16 +64,20 @@ class CAVIResult:
     visited: dict[str, tuple[np.ndarray, np.ndarray]]
     timings: dict[str, float]
     draws: dict[str, Any] | None = None
+    audit: AuditResult | None = None
 
-    def band(self, which: str = "eta") -> dict[str, dict[str, list]] | None:
+    def band(self, which: str = "eta", scale: float = 1.0) -> dict[str, dict[str, list]] | None:
         """Per factor: mean, std and the 90% band (5% and 95% quantiles) over the fixed
-        points of the function draws, of `which` ('eta' or 'mean_stats'); per member for a
-        plate."""
-        if self.draws is None:
+        points of the function draws, of `which` ('eta', 'mean_stats' or
+        'eta_linear_response'); per member for a plate. `scale` widens the band about the
+        draws' mean (e.g. `audit.band_scale`: recalibrated by the audited members)."""
+        if self.draws is None or which not in self.draws:
             return None
         out = {}
         for name, values in self.draws[which].items():
             lo, hi = np.quantile(values, BAND, axis=0)
+            centre = values.mean(0)
+            lo, hi = centre + scale * (lo - centre), centre + scale * (hi - centre)
             out[name] = {"mean": values.mean(0).tolist(), "std": values.std(0, ddof=1).tolist(),
                          "lo": lo.tolist(), "hi": hi.tolist()}
         return out
@@ -121,6 +128,8 @@ class CAVIResult:
             "statistics": {k: list(v) for k, v in self.stat_names.items()},
             "eta": listed(self.eta), "mean_stats": listed(self.mean_stats),
             "eta_band": self.band("eta"), "mean_stats_band": self.band("mean_stats"),
+            "eta_band_linear_response": self.band("eta_linear_response"),
+            "audit": None if self.audit is None else self.audit.to_json(),
             "iterations": self.iterations, "converged": self.converged,
             "elbo": nan_none(self.elbo), "delta": nan_none(self.delta), "flags": self.flags,
             "flag_counts": self.flag_counts,
@@ -371,7 +380,8 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
              max_iter: int = _SOLVER.max_iter, tol: float = _SOLVER.tol,
              damping: float = _SOLVER.damping, init: dict[str, Any] | None = None,
              num_draws: int = _SOLVER.num_draws, key: PRNGKeyArray | None = None,
-             track_elbo: bool = _SOLVER.track_elbo, progress: bool = False) -> CAVIResult:
+             track_elbo: bool = _SOLVER.track_elbo, audit: Audit | None = None,
+             linear_response: bool = False, progress: bool = False) -> CAVIResult:
     """Mean-field CAVI to a fixed point, in float64.
 
     providers: factor name -> MomentProvider (default: ExactMoments of the factor's
@@ -384,7 +394,11 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     `track_elbo`: the ELBO per sweep, free with closed-form log-partitions, else one extra
     provider evaluation per factor per sweep (Simpson's rule along each update). With
     num_draws = S > 0 the solver also runs, vmapped, on S calibrated function draws of the
-    networks: `result.band()` gives each factor's (and member's) spread of fixed points.
+    networks: `result.band()` gives each factor's (and member's) spread of fixed points;
+    `linear_response` adds the same draws' fixed points to first order (one linear solve
+    per draw, `result.band('eta_linear_response')`). `audit` (an `Audit`): oracles answer a
+    random sample of members at the fixed point, and `result.audit` holds the rectified
+    fixed point with its 90% interval, whose coverage holds whatever the network's error.
     """
     model = model.build() if isinstance(model, Model) else model
     if not isinstance(model, CAVIModel):
@@ -393,6 +407,13 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                            "num_draws": num_draws, "track_elbo": bool(track_elbo)}, "solver")
     provider_tuple = _provider_tuple(model, providers)
     num_draws = _num_draws(provider_tuple, num_draws)
+    if audit is not None:
+        if not isinstance(audit, Audit):
+            raise ValueError(f"audit: expected an Audit; got {audit!r}")
+        audit = audit.check(model, provider_tuple)
+    if linear_response and not num_draws:
+        raise ValueError("linear_response=True needs num_draws > 0 (it pushes each function "
+                         "draw's error through the linearised fixed point)")
     track_elbo = bool(track_elbo) and all(p.integrable for p in provider_tuple)
     key = jax.random.key(0) if key is None else key
     settings = (max_iter, float(tol), float(damping), track_elbo)
@@ -447,12 +468,28 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                 "iterations": np.asarray(batch[0]),
             }
             timings["draws_seconds"] = time.perf_counter() - began
+            if linear_response:
+                began = time.perf_counter()
+                response = linear_response_draws(model, provider_tuple, etas, means,
+                                                 num_draws, key)
+                draws["eta_linear_response"] = {
+                    n: single(n, r) for n, r in zip(model.names, response, strict=True)}
+                timings["linear_response_seconds"] = time.perf_counter() - began
+        audited = None
+        if audit is not None:
+            zeros = tuple(np.zeros(len(e), bool) for e in etas)
+            exact_solve = lambda provs: _solve_jit(
+                model, provs, etas, log_z, zeros, key, None, max_iter, float(tol),
+                float(damping), False, False)[1]
+            audited = audit_fixed_point(model, provider_tuple, etas, means, audit, key,
+                                        exact_solve, float(tol))
+            timings["audit_seconds"] = audited.seconds
     return _result(model, etas, means, flags, change, visited, iterations, elbos, deltas, tol,
-                   timings, draws)
+                   timings, draws, audited)
 
 
 def _result(model, etas, means, flags, change, box, iterations, elbos, deltas, tol, timings,
-            draws) -> CAVIResult:
+            draws, audit=None) -> CAVIResult:
     def shaped(i, a):
         a = np.asarray(a)
         return a[0] if model.sizes[i] is None else a
@@ -474,4 +511,4 @@ def _result(model, etas, means, flags, change, box, iterations, elbos, deltas, t
         member_flags=bits,
         visited={n: (np.asarray(lo), np.asarray(hi)) for n, (lo, hi) in zip(names, box,
                                                                               strict=True)},
-        timings=timings, draws=draws)
+        timings=timings, draws=draws, audit=audit)

@@ -18,19 +18,39 @@ class TrainedET(eqx.Module):
     targets' standard deviation, of what the network cannot fit; `calibration` (4, k) maps
     the raw predictive variance u (weight spread plus misfit, target-std units) of each
     statistic to the calibrated one, u * exp(a + b clip(log u, lo, hi)): rows a, b, lo, hi,
-    fitted on the validation split (a = b = 0 until then: the identity)."""
+    fitted on the validation split (a = b = 0 until then: the identity).
+
+    `square_of` holds pairs (b, a) of statistics with T_b = T_a^2 that the model answers
+    as mu_a^2 + d mu_a / d eta_a (`answer`): the variance from the slope of the learned
+    map, which a network gets far more accurately than the small difference E[T_b] - mu_a^2
+    of two large outputs. The predictive, its calibration and the function draws are all
+    of these answers: what is calibrated is what a consumer (CAVI) receives."""
 
     net: AbstractET
     log_misfit: Float[Array, " k"]
     calibration: Float[Array, "4 k"]
+    square_of: tuple[tuple[int, int], ...] = eqx.field(static=True, default=())
 
     @classmethod
-    def wrap(cls, net: AbstractET, misfit: float = 0.1) -> TrainedET:
+    def wrap(cls, net: AbstractET, misfit: float = 0.1,
+             square_of: tuple[tuple[int, int], ...] = ()) -> TrainedET:
         """`net` with an initial misfit standard deviation `misfit` (target-std units)."""
         k = net.eta_dim
         identity = jnp.stack([jnp.zeros(k), jnp.zeros(k), jnp.full(k, -UNBOUNDED),
                               jnp.full(k, UNBOUNDED)])
-        return cls(net, jnp.full((k,), 2 * jnp.log(misfit)), identity)
+        return cls(net, jnp.full((k,), 2 * jnp.log(misfit)), identity, tuple(square_of))
+
+    def answer(self, function, eta: Float[Array, " k"]) -> Float[Array, " k"]:
+        """The answer at one eta of `function` (the network, one of its weight draws, or a
+        function draw): its value, with every square T_b = T_a^2 in `square_of` answered as
+        mu_a^2 + d mu_a / d eta_a (reverse mode: an ODE network has no forward mode)."""
+        if not self.square_of:
+            return function(eta)
+        value, pullback = jax.vjp(function, eta)
+        for b, a in self.square_of:
+            slope = pullback(jnp.zeros_like(value).at[a].set(1.0))[0][a]
+            value = value.at[b].set(value[a] ** 2 + slope)
+        return value
 
     @property
     def misfit_variance(self) -> Float[Array, " k"]:
@@ -43,6 +63,15 @@ class TrainedET(eqx.Module):
         a, b, lo, hi = self.calibration
         log_u = jnp.log(raw_var / self.net.scaler.mu_scale**2)
         return jnp.exp(0.5 * (a + b * jnp.clip(log_u, lo, hi)))
+
+
+def squares_of(family, net: AbstractET) -> tuple[tuple[int, int], ...]:
+    """The (b, a) pairs of `family.squares` by position, or none for a network whose mu is
+    the gradient of its own A (a convex potential: keep it whole)."""
+    if net.has_log_partition:
+        return ()
+    names = family.flat_names
+    return tuple((names.index(b), names.index(a)) for b, a in family.squares.items())
 
 
 def stage_filter(model: TrainedET, *, means: bool, widths: bool) -> TrainedET:

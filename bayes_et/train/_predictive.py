@@ -13,10 +13,17 @@ ETA_BLOCK = 1024  # eta per vmapped block: bounds memory for large batches
 
 
 @eqx.filter_jit
-def raw_predictive(model: TrainedET, eta, key, num_samples: int):
-    """(mean (n, k), uncalibrated covariance (n, k, k) with the misfit, draws (S, n, k))."""
+def raw_predictive(model: TrainedET, eta, key, num_samples: int, answers: bool = True):
+    """(mean (n, k), uncalibrated covariance (n, k, k) with the misfit, draws (S, n, k)) of
+    the model's answers (`TrainedET.answer`), or with answers=False of the network's raw
+    outputs (what training fits)."""
     keys = jax.random.split(key, num_samples)
-    per_eta = lambda e: jax.vmap(lambda k: model.net(e, key=k, sample=True))(keys)
+
+    def one(e, k):
+        draw = lambda x: model.net(x, key=k, sample=True)
+        return model.answer(draw, e) if answers else draw(e)
+
+    per_eta = lambda e: jax.vmap(lambda k: one(e, k))(keys)
     draws = jnp.swapaxes(jax.lax.map(per_eta, eta, batch_size=ETA_BLOCK), 0, 1)
     mean = draws.mean(0)
     dev = draws - mean

@@ -45,7 +45,7 @@ from ._active import select_eta
 from ._calibration import Z2_LEVEL, recalibrate
 from ._config import load_train_config
 from ._metrics import calibration_metrics
-from ._model import TrainedET
+from ._model import TrainedET, squares_of
 from ._objective import make_targets, mc_noise
 from ._plots import plot_calibration, plot_learning_curves
 from ._predictive import predict
@@ -112,10 +112,10 @@ def evaluate(model: TrainedET, data: Dataset, family: ExponentialFamily, key: ja
                                                    list(family.flat_names), noise)}
 
 
-def _template(hyperparams: dict) -> TrainedET:
+def _template(hyperparams: dict, family: ExponentialFamily) -> TrainedET:
     net = build(hyperparams["architecture"], hyperparams["eta_dim"], hyperparams["network"],
                 jax.random.key(0))
-    return TrainedET.wrap(net)
+    return TrainedET.wrap(net, square_of=squares_of(family, net))
 
 
 def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
@@ -153,9 +153,9 @@ def load_run(run_dir: str | os.PathLike, family: ExponentialFamily | str | None 
     if not path.is_file():
         raise ValueError(f"run folder {str(run_dir)!r} has no model.eqx (not a training run)")
     hyperparams = load_header(path)["hyperparams"]
-    _check_header(path, hyperparams, family)
+    family = _check_header(path, hyperparams, family)
     with jax.enable_x64(False):  # networks are float32, also for a caller in float64
-        return load_model(path, _template(hyperparams)), hyperparams
+        return load_model(path, _template(hyperparams, family)), hyperparams
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -298,7 +298,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     if start is None:
         net = build(cfg.architecture, family.eta_dim, cfg.network, key_net)
         start = TrainedET.wrap(net.standardize(train_set.eta, train_set.mu_T),
-                               cfg.likelihood.init_misfit)
+                               cfg.likelihood.init_misfit, squares_of(family, net))
     train_set, val_set = _with_rows(train_set, val_set, added, cfg, family)
     num_samples = cfg.predictive.num_samples
     calibration_set = _calibration_set(folder, cfg, dataset, family, progress)

@@ -51,7 +51,7 @@ def _batch_size(cfg: TrainSettings, num_train: int, num_devices: int) -> int:
 def validation_nll(model: TrainedET, val: Targets, key, num_samples: int) -> jax.Array:
     """Mean NLL of the validation targets under the predictive distribution of
     `num_samples` weight draws (fixed key: comparable across epochs), standardised units."""
-    mean, cov, _ = raw_predictive(model, val.eta, key, num_samples)
+    mean, cov, _ = raw_predictive(model, val.eta, key, num_samples, answers=False)
     scale = model.net.scaler.mu_scale
     cov = cov / (scale[:, None] * scale[None, :]) + val.noise
     return jnp.mean(jax.vmap(gaussian_nll)(val.y - standardised(model, mean), cov))

@@ -217,7 +217,7 @@ def test_cli_with_network_providers_reports_bands(trained_runs, tmp_path):
               "providers": {"mu": {"network": str(trained_runs["gaussian"]), "fallback": "exact"},
                             "tau": {"network": str(trained_runs["gamma"])}},
               "solver": {"num_draws": 8}}
-    model, providers, solver = load_cavi_config(config)
+    model, providers, solver, _ = load_cavi_config(config)
     assert isinstance(providers["mu"], WithFallback) and solver.num_draws == 8
     result, out = cavi_run(config, tmp_path / "net")
     record = json.loads((out / "result.json").read_text())
@@ -249,6 +249,6 @@ def test_generic_model_from_yaml_equals_the_example():
         "factors": {"mu": {"family": "Gaussian", "eta0": [0.0, 0.0]},
                     "tau": {"family": "Gamma", "eta0": np.asarray(model.eta0[1][0]).tolist()}},
         "couplings": [{"factors": ["mu", "tau"], "A": coupling.tolist()}]}}
-    generic, providers, _ = load_cavi_config(spec)
+    generic, providers, _, _ = load_cavi_config(spec)
     a, b = run_cavi(generic, providers), run_cavi(model)
     np.testing.assert_allclose(a.eta["tau"], b.eta["tau"], rtol=1e-12)

@@ -368,7 +368,7 @@ def test_yaml_model_with_plates_terms_and_data_arrays_equals_the_python_builder(
                 {"coef": -3.5, "stats": ["mu.x2", "tau.x"]},
                 {"coef": -float(np.sum(np.log(sim["exposure"]))), "stats": ["mu.x", "tau.x"]}]},
         "providers": {"z": "gauss_hermite"}}
-    model, providers, _ = load_cavi_config(spec)
+    model, providers, _, _ = load_cavi_config(spec)
     a = run_cavi(model, providers, tol=1e-10)
     b = run_cavi(examples.poisson_lognormal(sim["counts"], sim["exposure"]),
                  {"z": ExactMoments(PoissonLogNormal(), "gauss_hermite")}, tol=1e-10)

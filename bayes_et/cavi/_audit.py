@@ -1,0 +1,330 @@
+"""The audit: a certified CAVI answer from a few exact evaluations (DESIGN.md §8b).
+
+At the network's fixed point eta~ an oracle (closed form, quadrature, Gauss-Hermite or
+sampling) answers n members of each audited factor, drawn at random without replacement.
+The exact sweep's residual r = F_exact(eta~) - eta~ lives in the updates of the audited
+factor's neighbours and is a population total over its members, r = sum_i B_i delta_i
+(delta_i = oracle - network at member i, B_i = d target / d mu_i, exact since the terms are
+multilinear). Its estimate (N/n) sum_{j in S} B_j delta_j is unbiased under the random
+draw whatever the network's error, with variance N^2 (1 - n/N) s_D^2 / n, plus (N/n)
+sum_j B_j C_j B_j^T for an oracle of Monte-Carlo error C_j (prediction-powered inference;
+the algebra of a control variate). One Newton step with the network's Jacobian J of the
+sweep, eta^ = eta~ + (I - J)^-1 r^, is the rectified fixed point; the delta method gives
+its interval. Where the oracle answers every member (a census) and is exact, the exact
+sweeps are iterated from eta~ to convergence instead: there is no sampling error then, and
+no linearisation error either.
+
+The same linearisation gives the linear-response band: a function draw's error at eta~,
+pushed through (I - J)^-1 (one linear solve per draw instead of a whole solve per draw).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.sparse.linalg import gmres
+
+from bayes_et.settings import AuditSettings, parse
+
+from ._model import CAVIModel
+from ._providers import MomentFlag, MomentProvider
+
+Z90 = 1.6448536269514722  # the standard normal's 95% quantile: a two-sided 90% interval
+MAX_COLUMNS = 4096  # coordinates of the audited factors' neighbours that one audit solves for
+SOLVE_TOL = 1e-10  # GMRES: relative residual of the linear-response solves
+SOLVE_RESTART = 30
+SOLVE_RESTARTS = 20
+CENSUS_SLACK = 10.0  # a census interval: the exact solve's tol times this (its own error)
+_AUDIT = AuditSettings()  # the defaults
+
+
+@dataclasses.dataclass(frozen=True)
+class Audit:
+    """What to audit: `oracles` maps a factor name to the provider that answers its members
+    exactly (ExactMoments) or by sampling (SamplingMoments); `members` (n) members of each
+    are drawn without replacement with NumPy's generator `seed` (all of them when N <= n)."""
+
+    oracles: Mapping[str, MomentProvider]
+    members: int = _AUDIT.members
+    seed: int = _AUDIT.seed
+
+    def check(self, model: CAVIModel, providers: tuple[MomentProvider, ...]) -> Audit:
+        """The audit checked against the model (ValueError naming the field)."""
+        parse(AuditSettings, {"members": self.members, "seed": self.seed}, "solver.audit")
+        if not isinstance(self.oracles, Mapping) or not self.oracles:
+            raise ValueError(f"audit.oracles: got {self.oracles!r}; allowed: a non-empty "
+                             "mapping of factor name -> oracle provider")
+        for name, oracle in self.oracles.items():
+            if name not in model.names:
+                raise ValueError(f"audit.oracles: unknown factor {name!r}; the model has "
+                                 f"{list(model.names)}")
+            family = model.families[model.names.index(name)]
+            if not (isinstance(oracle, MomentProvider) and oracle.oracle):
+                raise ValueError(f"audit.oracles['{name}']: got {oracle!r}; allowed: an exact "
+                                 "or sampling provider (ExactMoments, SamplingMoments)")
+            if oracle.family != family:
+                raise ValueError(f"audit.oracles['{name}']: answers {oracle.family.name}; "
+                                 f"factor '{name}' is {family.name}")
+        for name, provider in zip(model.names, providers, strict=True):
+            if provider.oracle and not provider.exact and name not in self.oracles:
+                raise ValueError(f"audit: factor '{name}' is answered by sampling; the audit "
+                                 "linearises the fixed point and needs every other factor "
+                                 "answered exactly or by a network")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditResult:
+    """The rectified fixed point `eta` with its 90% interval [`lo`, `hi`] (factor name ->
+    array shaped as CAVIResult.eta), the network's mean z^2 at the audited members `z2`
+    (per audited factor; NaN where no member was answered by the network), the audited
+    `members` (indices), the oracle's answers there (`oracle_eta`, `oracle_mean`),
+    `method` ('newton' or 'exact sweeps') and `seconds`."""
+
+    eta: dict[str, np.ndarray]
+    lo: dict[str, np.ndarray]
+    hi: dict[str, np.ndarray]
+    z2: dict[str, float]
+    members: dict[str, np.ndarray]
+    oracle_eta: dict[str, np.ndarray]
+    oracle_mean: dict[str, np.ndarray]
+    method: str
+    seconds: float
+
+    @property
+    def band_scale(self) -> float:
+        """sqrt of the largest finite z^2: the factor that recalibrates the network's band
+        where the model is (1 when no audited member was answered by a network)."""
+        finite = [v for v in self.z2.values() if np.isfinite(v)]
+        return float(np.sqrt(max(finite))) if finite else 1.0
+
+    def contains(self, eta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Per factor (coordinate, member): whether `eta` lies in the 90% interval."""
+        return {name: (self.lo[name] <= np.asarray(eta[name])) & (np.asarray(eta[name])
+                                                                  <= self.hi[name])
+                for name in self.eta}
+
+    def to_json(self) -> dict[str, Any]:
+        listed = lambda d: {k: np.where(np.isfinite(v), v, np.nan).tolist()
+                            for k, v in d.items()}
+        nan_none = lambda x: None if not np.isfinite(x) else float(x)
+        return {"eta": listed(self.eta), "lo": _json_bounds(self.lo),
+                "hi": _json_bounds(self.hi), "z2": {k: nan_none(v) for k, v in self.z2.items()},
+                "members": {k: v.tolist() for k, v in self.members.items()},
+                "band_scale": self.band_scale, "method": self.method, "seconds": self.seconds}
+
+
+def _json_bounds(bounds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Bounds as JSON: an infinite bound (no interval from one audited member) is null."""
+    return {k: np.where(np.isfinite(v), v, None).tolist() for k, v in bounds.items()}
+
+
+# ---------------------------------------------------------------- the linearised fixed point
+
+
+def _targets(model: CAVIModel, means: tuple) -> tuple:
+    """The Jacobi sweep in mean space: every factor's update from the current means."""
+    return tuple(model.target(i, means) for i in range(len(model.names)))
+
+
+@eqx.filter_jit
+def jacobians(providers: tuple[MomentProvider, ...], etas: tuple, key) -> tuple:
+    """d mean / d eta per member of every factor, as its provider answers (n_i, d_i, d_i)."""
+    return tuple(p.jacobian(e, jax.random.fold_in(key, i)).astype(e.dtype)
+                 for i, (p, e) in enumerate(zip(providers, etas, strict=True)))
+
+
+@eqx.filter_jit
+def solve_response(model: CAVIModel, means: tuple, jac: tuple, columns: tuple) -> tuple:
+    """X = (I - J)^-1 B for each column B (a state pytree with a leading axis), J the
+    Jacobian of the Jacobi sweep at the fixed point: J x = d target / d mu [P x], P the
+    per-member Jacobians `jac`. GMRES, matrix-free, one column at a time (memory of one)."""
+    def matvec(x):
+        tangent = tuple(jnp.einsum("nab,nb->na", p, xi) for p, xi in zip(jac, x, strict=True))
+        jx = jax.jvp(lambda m: _targets(model, m), (means,), (tangent,))[1]
+        return tuple(a - b for a, b in zip(x, jx, strict=True))
+
+    solve = lambda b: gmres(matvec, b, tol=SOLVE_TOL, atol=0.0, restart=SOLVE_RESTART,
+                            maxiter=SOLVE_RESTARTS)[0]
+    return jax.lax.map(solve, columns)
+
+
+def _neighbour_columns(model: CAVIModel, audited: list[int]) -> tuple[list[int], tuple]:
+    """The factors whose updates hold an audited factor's mean, and one unit column per
+    coordinate of theirs (a state pytree with a leading axis of K columns)."""
+    near = sorted(set().union(*(model.neighbours(a) for a in audited)))
+    sizes = [e.size for e in model.eta0]
+    count = sum(sizes[i] for i in near)
+    if count > MAX_COLUMNS:
+        raise ValueError(f"audit: the audited factors' updates reach {count} coordinates of "
+                         f"other factors ({[model.names[i] for i in near]}); the audit solves "
+                         f"for at most {MAX_COLUMNS}")
+    columns, start = [], 0
+    for i, eta0 in enumerate(model.eta0):
+        block = np.zeros((count, *eta0.shape))
+        if i in near:
+            block.reshape(count, -1)[start:start + eta0.size] = np.eye(eta0.size)
+            start += eta0.size
+        columns.append(block)
+    return near, tuple(columns)
+
+
+def _flat_near(state: tuple, near: list[int]):
+    return jnp.concatenate([jnp.ravel(state[i]) for i in near])
+
+
+@eqx.filter_jit
+def _member_effects(model: CAVIModel, means: tuple, a: int, near: tuple[int, ...], rows):
+    """B_j = d target_near / d mu_a[j] at the audited rows: (n, K, d_a) (exact: the targets
+    are linear in each factor's means)."""
+    def near_targets(mean_a):
+        swapped = means[:a] + (mean_a,) + means[a + 1:]
+        return _flat_near(_targets(model, swapped), list(near))
+
+    full = jax.jacrev(near_targets)(means[a])  # (K, N_a, d_a)
+    return jnp.moveaxis(full[:, rows], 1, 0)
+
+
+@eqx.filter_jit
+def _answers(provider: MomentProvider, eta, key, full: bool):
+    return provider.evaluate(eta, None, key, full=full)
+
+
+def _draw_members(audit: Audit, model: CAVIModel, a: int) -> np.ndarray:
+    size = len(model.eta0[a])
+    rng = np.random.default_rng([audit.seed, a])
+    return np.sort(rng.choice(size, min(audit.members, size), replace=False))
+
+
+def _z2(delta, network_cov, oracle_cov, flags) -> float:
+    """The network's mean z^2 at the audited members it answered itself."""
+    if network_cov is None:
+        return float("nan")
+    var = np.diagonal(network_cov, axis1=1, axis2=2) + (
+        0.0 if oracle_cov is None else np.diagonal(oracle_cov, axis1=1, axis2=2))
+    own = ((flags & MomentFlag.ANSWERED_BY_FALLBACK) == 0) & np.all(var > 0, axis=1)
+    if not np.any(own):
+        return float("nan")
+    return float(np.mean(delta[own] ** 2 / var[own]))
+
+
+def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], etas: tuple,
+                      means: tuple, audit: Audit, key, exact_solve: Callable[[tuple], tuple],
+                      tol: float) -> AuditResult:
+    """Audit the fixed point (etas, means) that `providers` reached (see the module doc).
+    `exact_solve(providers)` runs the solver from etas with those providers and returns
+    its etas (for a census with exact oracles); `tol` is the solver's tolerance."""
+    began = time.perf_counter()
+    names = model.names
+    audited = [names.index(n) for n in audit.oracles]
+    members, oracle_eta, oracle_mean, z2 = {}, {}, {}, {}
+    answers = {}
+    for a in audited:
+        name, rows = names[a], _draw_members(audit, model, a)
+        oracle = audit.oracles[name]
+        eta_rows = jnp.asarray(etas[a])[rows]
+        truth = _answers(oracle, eta_rows, jax.random.fold_in(key, 7919 + a), True)
+        truth_mean = np.asarray(truth.mean, np.float64)
+        if not np.all(np.isfinite(truth_mean)):
+            bad = int(rows[np.flatnonzero(~np.isfinite(truth_mean).all(1))[0]])
+            raise ValueError(f"audit: the oracle of factor '{name}' failed at member {bad} "
+                             f"(eta {np.asarray(etas[a][bad]).tolist()})")
+        net = _answers(providers[a], eta_rows, jax.random.fold_in(key, 104729 + a), True)
+        delta = truth_mean - np.asarray(means[a], np.float64)[rows]
+        oracle_cov = None if truth.cov is None else np.asarray(truth.cov, np.float64)
+        z2[name] = _z2(delta, None if net.cov is None else np.asarray(net.cov, np.float64),
+                       oracle_cov, np.asarray(net.flags))
+        members[name], oracle_eta[name], oracle_mean[name] = rows, np.asarray(eta_rows), \
+            truth_mean
+        answers[a] = (rows, delta, oracle_cov)
+
+    census = all(len(answers[a][0]) == len(model.eta0[a]) for a in audited)
+    if census and all(audit.oracles[names[a]].exact for a in audited):
+        swapped = tuple(audit.oracles[n] if n in audit.oracles else p
+                        for n, p in zip(names, providers, strict=True))
+        fixed = tuple(np.asarray(e, np.float64) for e in exact_solve(swapped))
+        pad = tuple(CENSUS_SLACK * tol * np.maximum(1.0, np.abs(e)) for e in fixed)
+        lo = tuple(e - p for e, p in zip(fixed, pad, strict=True))
+        hi = tuple(e + p for e, p in zip(fixed, pad, strict=True))
+        method = "exact sweeps"
+    else:
+        fixed, lo, hi = _newton(model, providers, etas, means, audited, answers, key)
+        method = "newton"
+    shaped = lambda arrays: {n: (a[0] if model.sizes[i] is None else a)
+                             for i, (n, a) in enumerate(zip(names, arrays, strict=True))}
+    return AuditResult(shaped(fixed), shaped(lo), shaped(hi), z2, members, oracle_eta,
+                       oracle_mean, method, time.perf_counter() - began)
+
+
+def _newton(model, providers, etas, means, audited, answers, key):
+    """One Newton step from the network's fixed point with the estimated residual, and the
+    delta method's 90% interval."""
+    near, units = _neighbour_columns(model, audited)
+    etas = tuple(jnp.asarray(e) for e in etas)
+    means = tuple(jnp.asarray(m) for m in means)
+    # the solver's own residual (it stopped at tol): known exactly, one more column
+    leftover = tuple(t - e for t, e in zip(_targets(model, means), etas, strict=True))
+    columns = tuple(jnp.concatenate([r[None], u], 0) for r, u in zip(leftover, units,
+                                                                     strict=True))
+    jac = jacobians(providers, etas, key)
+    solved = solve_response(model, means, jac, columns)
+    count = units[0].shape[0]
+    total, variance = np.zeros(count), np.zeros((count, count))
+    for a in audited:
+        rows, delta, oracle_cov = answers[a]
+        size, n = len(model.eta0[a]), len(rows)
+        effects = np.asarray(_member_effects(model, means, a, tuple(near), jnp.asarray(rows)),
+                             np.float64)  # (n, K, d_a)
+        d = np.einsum("nkd,nd->nk", effects, delta)
+        total += size / n * d.sum(0)
+        if n < size:  # sampling: without replacement, with the finite-population correction
+            spread = np.cov(d, rowvar=False, ddof=1).reshape(count, count) if n > 1 \
+                else np.full((count, count), np.inf)
+            variance += size**2 * (1 - n / size) / n * spread
+        if oracle_cov is not None:  # the oracle's own Monte-Carlo error
+            variance += size / n * np.einsum("nkd,nde,nle->kl", effects, oracle_cov, effects)
+    fixed, lo, hi = [], [], []
+    for e, x in zip(etas, solved, strict=True):
+        x = np.asarray(x, np.float64)
+        shift = x[0] + np.einsum("k...,k->...", x[1:], total)
+        with np.errstate(invalid="ignore"):
+            var = np.einsum("k...,kl,l...->...", x[1:], variance, x[1:])
+        sd = np.sqrt(np.where(np.isnan(var), np.inf, np.maximum(var, 0.0)))
+        centre = np.asarray(e, np.float64) + shift
+        fixed.append(centre)
+        lo.append(centre - Z90 * sd)
+        hi.append(centre + Z90 * sd)
+    return tuple(fixed), tuple(lo), tuple(hi)
+
+
+def linear_response_draws(model: CAVIModel, providers: tuple[MomentProvider, ...],
+                          etas: tuple, means: tuple, num_draws: int, key) -> tuple:
+    """The fixed point under each of `num_draws` function draws, to first order: the draw's
+    error at the fixed point, d mu_s = f_s(eta~) - f(eta~) for every provider with draws,
+    pushed through (I - J)^-1 d target / d mu: one linear solve per draw. Per factor
+    (S, n_i, d_i)."""
+    etas = tuple(jnp.asarray(e) for e in etas)
+    means = tuple(jnp.asarray(m) for m in means)
+    jac = jacobians(providers, etas, key)
+    columns = _draw_columns(model, providers, etas, means, jnp.arange(num_draws), key)
+    solved = solve_response(model, means, jac, columns)
+    return tuple(np.asarray(e)[None] + np.asarray(x) for e, x in zip(etas, solved,
+                                                                      strict=True))
+
+
+@eqx.filter_jit
+def _draw_columns(model, providers, etas, means, draws, key):
+    def one(draw):
+        error = tuple(
+            (p.evaluate(e, draw, key).mean - m) if p.num_draws else jnp.zeros_like(m)
+            for p, e, m in zip(providers, etas, means, strict=True))
+        return jax.jvp(lambda m: _targets(model, m), (means,), (error,))[1]
+
+    return jax.lax.map(one, draws)
