@@ -59,16 +59,17 @@ class Audit:
         """The audit checked against the model (ValueError naming the field)."""
         parse(AuditSettings, {"members": self.members, "seed": self.seed}, "solver.audit")
         if not isinstance(self.oracles, Mapping) or not self.oracles:
-            raise ValueError(f"audit.oracles: got {self.oracles!r}; allowed: a non-empty "
-                             "mapping of factor name -> oracle provider")
+            raise ValueError(f"audit.oracles: got {type(self.oracles).__name__}; allowed: a "
+                             "non-empty mapping of factor name -> oracle provider")
         for name, oracle in self.oracles.items():
             if name not in model.names:
                 raise ValueError(f"audit.oracles: unknown factor {name!r}; the model has "
                                  f"{list(model.names)}")
             family = model.families[model.names.index(name)]
             if not (isinstance(oracle, MomentProvider) and oracle.oracle):
-                raise ValueError(f"audit.oracles['{name}']: got {oracle!r}; allowed: an exact "
-                                 "or sampling provider (ExactMoments, SamplingMoments)")
+                raise ValueError(f"audit.oracles['{name}']: got {type(oracle).__name__}; "
+                                 "allowed: an exact or sampling provider (ExactMoments, "
+                                 "SamplingMoments)")
             if oracle.family != family:
                 raise ValueError(f"audit.oracles['{name}']: answers {oracle.family.name}; "
                                  f"factor '{name}' is {family.name}")

@@ -272,7 +272,7 @@ class NetworkMoments(MomentProvider):
     eta_max: Float[Array, " d"]
     family: ExponentialFamily = eqx.field(static=True)
     max_spread: float = eqx.field(static=True)
-    local: bool = eqx.field(static=True)
+    by_spread: bool = eqx.field(static=True)
 
     def __init__(self, source: str | os.PathLike | TrainedET, *,
                  num_samples: int = _NETWORK.num_samples,
@@ -313,7 +313,7 @@ class NetworkMoments(MomentProvider):
         self.eta_min, self.eta_max = lo - pad, hi + pad
         self.family = family
         self.max_spread = float(max_spread)
-        self.local = bool(np.any(np.asarray(model.calibration[1]) != 0))
+        self.by_spread = bool(np.any(np.asarray(model.calibration[1]) != 0))
 
     @property
     def num_samples(self) -> int:
@@ -340,11 +340,11 @@ class NetworkMoments(MomentProvider):
         """The calibration's scale of each statistic at one eta (k,), from the deviations
         `dev` of the weight draws there; without them (a function draw) from the first
         SCALE_DRAWS draws only (m depends on the spread weakly, as u^(b/2), |b| <= 1)."""
-        if not self.local:
-            return self.model.spread_scale(self.model.misfit_variance)  # constant in eta
+        if not self.by_spread:  # constant in the spread
+            return self.model.scale(eta, self.model.misfit_variance)
         if dev is None:
             dev = self._deviations(eta, SCALE_DRAWS)
-        return self.model.spread_scale(jnp.mean(dev**2, 0) + self.model.misfit_variance)
+        return self.model.scale(eta, jnp.mean(dev**2, 0) + self.model.misfit_variance)
 
     def _one(self, eta, draw, full: bool):
         """(answer, cov or None, spread flag) at one float32 eta: the model's answer, or that

@@ -5,12 +5,57 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from bayes_et.et import AbstractET
 from bayes_et.params import trainable_filter
 
 UNBOUNDED = 1e30  # log-variance clip of an uncalibrated model: no clipping
+PRIOR_WEIGHT = 2.0  # pseudo-points at |z| = Z90 in the local stage: far from data, no change
+Z90 = 1.6448536269514722  # |z| of a two-sided 90% interval
+
+
+class LocalScale(eqx.Module):
+    """The calibration's second stage, local in eta: per statistic c(eta) = q(eta) / Z90, q
+    the kernel-weighted 90% quantile of the held-out |z| (after the spread calibration) near
+    eta, with PRIOR_WEIGHT pseudo-points at Z90, so c -> 1 far from the held-out eta. A
+    smooth one-signed error that the weight draws do not show (near the edge of the training
+    box, say) raises |z| there, and so the band there; a quantile, not a mean of z^2, so a
+    few heavy-tailed errors do not widen the band everywhere near them. Gaussian kernel in
+    standardised eta, one bandwidth per statistic (chosen by the leave-one-out interval
+    score)."""
+
+    eta: Float[Array, "n d"]  # held-out eta, standardised
+    abs_z: Float[Array, "n k"]
+    order: Int[Array, "n k"]  # argsort of abs_z per statistic
+    log_bandwidth: Float[Array, " k"]
+
+    def __call__(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
+        """c at one standardised eta (k,)."""
+        d2 = jnp.sum((eta - self.eta) ** 2, -1)  # (n,)
+        w = jnp.exp(-0.5 * d2[:, None] * jnp.exp(-2 * self.log_bandwidth))  # (n, k)
+        return jax.vmap(_weighted_quantile, in_axes=1)(
+            jnp.take_along_axis(self.abs_z, self.order, 0),
+            jnp.take_along_axis(w, self.order, 0)) / Z90
+
+    @classmethod
+    def empty(cls, n: int, d: int, k: int) -> LocalScale:
+        """A template of n held-out eta (for loading)."""
+        return cls(jnp.zeros((n, d)), jnp.zeros((n, k)), jnp.zeros((n, k), jnp.int32),
+                   jnp.zeros(k))
+
+
+def _weighted_quantile(values, weights):
+    """The 90% quantile of ascending `values` with `weights`, and PRIOR_WEIGHT more at Z90
+    (a pseudo-point that sorts in before the first value >= Z90)."""
+    cumulative = jnp.cumsum(weights)
+    level = 0.9 * (cumulative[-1] + PRIOR_WEIGHT)
+    split = jnp.searchsorted(values, Z90)  # the pseudo-point's place
+    with_prior = cumulative + PRIOR_WEIGHT * (jnp.arange(len(values)) >= split)
+    first = jnp.argmax(with_prior >= level)
+    prior_cumulative = jnp.where(split > 0, cumulative[jnp.maximum(split - 1, 0)], 0.0) \
+        + PRIOR_WEIGHT
+    return jnp.where((split <= first) & (prior_cumulative >= level), Z90, values[first])
 
 
 class TrainedET(eqx.Module):
@@ -30,6 +75,7 @@ class TrainedET(eqx.Module):
     log_misfit: Float[Array, " k"]
     calibration: Float[Array, "4 k"]
     square_of: tuple[tuple[int, int], ...] = eqx.field(static=True, default=())
+    local: LocalScale | None = None
 
     @classmethod
     def wrap(cls, net: AbstractET, misfit: float = 0.1,
@@ -59,10 +105,20 @@ class TrainedET(eqx.Module):
 
     def spread_scale(self, raw_var: Float[Array, "*n k"]) -> Float[Array, "*n k"]:
         """The factor m (per statistic) that calibrates a deviation of raw predictive
-        variance `raw_var` (targets' units): calibrated sd = m x raw sd."""
+        variance `raw_var` (targets' units) by the spread alone: calibrated sd = m x raw
+        sd."""
         a, b, lo, hi = self.calibration
         log_u = jnp.log(raw_var / self.net.scaler.mu_scale**2)
         return jnp.exp(0.5 * (a + b * jnp.clip(log_u, lo, hi)))
+
+    def scale(self, eta: Float[Array, " d"], raw_var: Float[Array, " k"]) -> Float[Array, " k"]:
+        """The whole calibration at one eta: the spread's factor times c(eta) of the local
+        stage (where there is one)."""
+        m = self.spread_scale(raw_var)
+        if self.local is None:
+            return m
+        s = self.net.scaler
+        return m * self.local((eta - s.eta_mean) / s.eta_scale)
 
 
 def squares_of(family, net: AbstractET) -> tuple[tuple[int, int], ...]:

@@ -47,10 +47,11 @@ def predict(
     """Predictive mean and covariance of mu_T at each eta: the spread of `num_samples`
     weight draws plus the misfit variance, each statistic's standard deviation scaled by
     the calibration m(eta) once recalibrated."""
-    mean, cov, _ = raw_predictive(model, _check(model, eta, num_samples), key, num_samples)
+    eta = _check(model, eta, num_samples)
+    mean, cov, _ = raw_predictive(model, eta, key, num_samples)
     if not calibrated:
         return mean, cov
-    m = model.spread_scale(jnp.diagonal(cov, axis1=1, axis2=2))
+    m = jax.vmap(model.scale)(eta, jnp.diagonal(cov, axis1=1, axis2=2))
     return mean, m[:, :, None] * cov * m[:, None, :]
 
 
@@ -69,7 +70,8 @@ def function_draws(
     """Calibrated function draws m + c(eta) (f_s - m + sqrt(misfit) eps_s) of mu_T at each
     eta: (S, n, k), c(eta) the calibration's scale of each statistic. Each draw is a whole
     function of eta whose pointwise spread matches the calibrated predictive covariance."""
-    mean, cov, draws = raw_predictive(model, _check(model, eta, num_samples), key, num_samples)
-    scale = model.spread_scale(jnp.diagonal(cov, axis1=1, axis2=2))
+    eta = _check(model, eta, num_samples)
+    mean, cov, draws = raw_predictive(model, eta, key, num_samples)
+    scale = jax.vmap(model.scale)(eta, jnp.diagonal(cov, axis1=1, axis2=2))
     offsets = misfit_offsets(model, key, num_samples)
     return mean + scale * (draws - mean + offsets[:, None, :])

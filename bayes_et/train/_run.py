@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import numpy as np
 from tqdm.auto import tqdm
@@ -42,10 +43,10 @@ from bayes_et.params import get_parameter_count, load_header, load_model, save_m
 from bayes_et.settings import DataSettings, TrainSettings, as_dict, integer, parse
 
 from ._active import select_eta
-from ._calibration import Z2_LEVEL, recalibrate
+from ._calibration import MAX_LOCAL, Z2_LEVEL, recalibrate
 from ._config import load_train_config
 from ._metrics import calibration_metrics
-from ._model import TrainedET, squares_of
+from ._model import LocalScale, TrainedET, squares_of
 from ._objective import make_targets, mc_noise
 from ._plots import plot_calibration, plot_learning_curves
 from ._predictive import predict
@@ -115,7 +116,12 @@ def evaluate(model: TrainedET, data: Dataset, family: ExponentialFamily, key: ja
 def _template(hyperparams: dict, family: ExponentialFamily) -> TrainedET:
     net = build(hyperparams["architecture"], hyperparams["eta_dim"], hyperparams["network"],
                 jax.random.key(0))
-    return TrainedET.wrap(net, square_of=squares_of(family, net))
+    model = TrainedET.wrap(net, square_of=squares_of(family, net))
+    rows = hyperparams.get("local_calibration_rows", 0)
+    if not rows:
+        return model
+    local = LocalScale.empty(rows, family.eta_dim, family.eta_dim)
+    return eqx.tree_at(lambda m: m.local, model, local, is_leaf=lambda x: x is None)
 
 
 def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
@@ -131,6 +137,9 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
         bad("eta_dim", "an int >= 1")
     if not isinstance(hyperparams.get("network"), dict):
         bad("network", "a mapping")
+    rows = hyperparams.get("local_calibration_rows", 0)
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_LOCAL:
+        bad("local_calibration_rows", f"an int in [0, {MAX_LOCAL}]")
     family = family_from_record(hyperparams.get("family"), family, f"{path}: family")
     if family.eta_dim != dim or hyperparams.get("stat_names") != list(family.flat_names):
         bad("stat_names", f"{list(family.flat_names)} (eta_dim {family.eta_dim}) of "
@@ -340,6 +349,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         "training_region": {"eta_min": train_set.eta.min(0).tolist(),
                             "eta_max": train_set.eta.max(0).tolist()},
         "data": source, "data_method": dataset.metadata.get("method"),
+        "local_calibration_rows": 0 if model.local is None else len(model.local.eta),
     }
     save_model(folder / "model.eqx", model, **hyperparams)
     if added is not None:
@@ -355,7 +365,9 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         "training_seconds": seconds, "epochs": len(history),
         "calibration": dict(zip(("log_scale", "slope", "log_u_min", "log_u_max"),
                                 np.asarray(model.calibration, np.float64).tolist(),
-                                strict=True)),
+                                strict=True)) | {
+            "local_bandwidth": None if model.local is None
+            else np.exp(np.asarray(model.local.log_bandwidth, np.float64)).tolist()},
         "validation_mean_z2": float(np.mean(val_z2)),
         "validation_coverage_90": float(np.mean(val_z2 <= Z2_LEVEL)),
         "test": test,

@@ -1,0 +1,191 @@
+"""The audit (DESIGN.md §8b): oracles answer random members at the network's fixed point; the
+rectified fixed point's 90% interval covers the exact one whatever the network's error."""
+
+import json
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+
+from bayes_et import cli
+from bayes_et.cavi import (
+    Audit,
+    ExactMoments,
+    MomentProvider,
+    NetworkMoments,
+    examples,
+    load_cavi_config,
+    run_cavi,
+)
+from bayes_et.cavi._providers import Moments
+from bayes_et.expfam import Gamma, Gaussian, PoissonLogNormal, Quartic
+
+GH = ExactMoments(PoissonLogNormal(), "gauss_hermite")
+SOLVER = {"tol": 1e-9, "max_iter": 500, "track_elbo": False}
+
+
+class Biased(MomentProvider):
+    """A test double of a poor network: the moments of the member's density shifted by a
+    smooth, one-signed b(eta) = size (1 + 0.1 E[z]) (shared by all members: it adds up in a
+    global update instead of averaging away)."""
+
+    inner: ExactMoments
+    size: float = eqx.field(static=True)
+
+    @property
+    def family(self):
+        return self.inner.family
+
+    def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+        m = self.inner.evaluate(eta, draw, key, active=active).mean
+        b = self.size * (1.0 + 0.1 * m[:, 0])
+        shifted = jnp.stack([m[:, 0] + b, m[:, 1] + 2 * b * m[:, 0] + b**2,
+                             m[:, 2] * jnp.exp(b)], 1)
+        return Moments(shifted, None, jnp.zeros(len(eta), jnp.int32))
+
+
+@pytest.fixture(scope="module")
+def plate():
+    data = examples.simulate_counts(300, -5.66, 15.9, seed=3)
+    model = examples.poisson_lognormal(data["counts"], data["exposure"])
+    return model, run_cavi(model, {"z": GH}, **SOLVER)
+
+
+def test_audit_interval_covers_the_exact_fixed_point_at_the_nominal_rate(plate):
+    """40 audits (random members, n = 30 of N = 300) of a biased provider: the interval
+    covers the exact fixed point at 90% within 3 binomial standard errors, while the same
+    interval moved to the unaudited (biased) fixed point almost never does."""
+    model, exact = plate
+    seeds = range(40)
+    hits, misses_unaudited, shifts = [], [], []
+    for seed in seeds:
+        result = run_cavi(model, {"z": Biased(GH, 0.01)},
+                          audit=Audit({"z": GH}, members=30, seed=seed), **SOLVER)
+        audit = result.audit
+        assert audit.method == "newton" and len(audit.members["z"]) == 30
+        assert len(set(audit.members["z"].tolist())) == 30  # without replacement
+        inside = audit.contains(exact.eta)
+        hits.append(all(np.all(inside[n]) for n in ("mu", "tau")))
+        half = {n: (audit.hi[n] - audit.lo[n]) / 2 for n in ("mu", "tau")}
+        misses_unaudited.append(not all(np.all(np.abs(result.eta[n] - exact.eta[n]) <= half[n])
+                                        for n in ("mu", "tau")))
+        shifts.append(result.eta["mu"] - exact.eta["mu"])
+    rate, se = np.mean(hits), np.sqrt(0.9 * 0.1 / len(seeds))
+    # both coordinates of both factors jointly: at least the marginal rate's lower bound
+    assert rate >= 0.9 - 3 * se, rate
+    assert np.mean(misses_unaudited) >= 0.9, np.mean(misses_unaudited)
+    assert np.all(np.std(shifts, 0) == 0)  # the network's fixed point is one, audits vary
+
+
+def test_a_census_with_an_exact_oracle_iterates_to_the_exact_fixed_point():
+    """A single factor is its own member: the audit answers it, and the exact sweeps from
+    the network's fixed point reach the quadrature fixed point (no sampling, no
+    linearisation error); the audit's rows are the oracle's answers there."""
+    x = examples.simulate(5, 0.8, 1.5, 0)
+    model = examples.quartic_prior(x, [0.0, 2.0, 0.0, -1.0], 2.0, 2.0)
+    exact = run_cavi(model, tol=1e-10)
+
+    class BiasedQuartic(MomentProvider):
+        inner: ExactMoments
+
+        @property
+        def family(self):
+            return self.inner.family
+
+        def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+            mean = self.inner.evaluate(eta, draw, key).mean
+            return Moments(mean * 1.01 + 0.01, None, jnp.zeros(len(eta), jnp.int32))
+
+    quadrature = ExactMoments(Quartic())
+    result = run_cavi(model, {"mu": BiasedQuartic(quadrature)}, tol=1e-10,
+                      audit=Audit({"mu": quadrature}, members=30))
+    audit = result.audit
+    assert audit.method == "exact sweeps" and audit.members["mu"].tolist() == [0]
+    assert not np.allclose(result.eta["mu"], exact.eta["mu"], rtol=1e-4)
+    for name in ("mu", "tau"):
+        np.testing.assert_allclose(audit.eta[name], exact.eta[name], rtol=1e-8)
+        assert np.all(audit.contains(exact.eta)[name])
+    np.testing.assert_allclose(audit.oracle_mean["mu"][0],
+                               quadrature(result.eta["mu"])[0], rtol=1e-9)
+
+
+def test_linear_response_band_agrees_with_the_function_draw_band(trained_runs):
+    """A Gaussian plate answered by a network: each draw's fixed point by one linear solve
+    matches the draw's whole solve to first order (within 5% of the band's width)."""
+    x = examples.simulate(20, 1.0, 1.0, 0)
+    model = examples.normal_gamma(x, 0.0, 1.0, 1.0, 1.0)
+    network = NetworkMoments(trained_runs["gaussian"], num_samples=16)
+    result = run_cavi(model, {"mu": network}, num_draws=16, linear_response=True, tol=1e-9)
+    for name in ("mu", "tau"):
+        whole = result.draws["eta"][name]
+        linear = result.draws["eta_linear_response"][name]
+        width = np.ptp(whole, axis=0)
+        assert np.all(width > 0)
+        assert np.all(np.abs(linear - whole) <= 0.05 * width + 1e-9), (name, linear, whole)
+
+
+@pytest.mark.parametrize(("solver", "providers", "fragment"), [
+    ({"audit": {"members": 0}}, {"z": {"network": "RUN", "audit": "gauss_hermite"}},
+     "solver.audit.members"),
+    ({"audit": {"members": 2.5}}, {"z": {"network": "RUN", "audit": "exact"}},
+     "solver.audit.members"),
+    ({"audit": {"seed": -1}}, {"z": {"network": "RUN", "audit": "exact"}}, "solver.audit.seed"),
+    ({"audit": {"member": 3}}, {"z": {"network": "RUN", "audit": "exact"}},
+     "solver.audit.member"),
+    ({}, {"z": {"network": "RUN", "audit": "network"}}, "providers.z.audit"),
+    ({"audit": {"members": 5}}, {"z": {"network": "RUN"}}, "solver.audit"),
+])
+def test_bad_audit_settings_exit_2_with_one_line(tmp_path, capsys, trained_runs, solver,
+                                                 providers, fragment):
+    providers = {k: {**v, "network": str(trained_runs["gaussian"])} for k, v in
+                 providers.items()}
+    config = {"example": "gaussian_random_effects", "data": [0.5, 1.0, 1.5],
+              "arguments": {"noise_sd": 1.0, "prior_precision": 1.0},
+              "providers": providers, "solver": solver}
+    path = tmp_path / "cavi.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["cavi", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_audit_in_python_refuses_networks_other_families_and_unknown_factors(plate):
+    model, _ = plate
+    with pytest.raises(ValueError, match=r"audit.oracles\['z'\]: got Biased; allowed: an exact"):
+        run_cavi(model, {"z": GH}, audit=Audit({"z": Biased(GH, 0.0)}))
+    with pytest.raises(ValueError, match=r"answers Gamma; factor 'z' is PoissonLogNormal"):
+        run_cavi(model, {"z": GH}, audit=Audit({"z": ExactMoments(Gamma())}))
+    with pytest.raises(ValueError, match=r"unknown factor 'w'"):
+        run_cavi(model, {"z": GH}, audit=Audit({"w": GH}))
+    with pytest.raises(ValueError, match=r"solver.audit.members"):
+        run_cavi(model, {"z": GH}, audit=Audit({"z": GH}, members=0))
+
+
+def test_cli_writes_the_audit_and_its_rows(tmp_path, trained_runs):
+    """`bayes-et cavi` with an audit: result.json's `audit` (eta, lo, hi, z2, members by
+    factor) and audit-FACTOR.npz, rows in the dataset format at the audited members."""
+    from bayes_et.data import load_dataset
+
+    config = {"example": "normal_gamma", "data": examples.simulate(20, 1.0, 1.0, 0).tolist(),
+              "arguments": {"mu0": 0.0, "lambda0": 1.0, "a0": 1.0, "b0": 1.0},
+              "providers": {"mu": {"network": str(trained_runs["gaussian"]),
+                                   "audit": "exact"}},
+              "solver": {"audit": {"members": 4, "seed": 1}, "tol": 1e-9}}
+    path = tmp_path / "cavi.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["cavi", str(path), "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "result.json").read_text())["audit"]
+    assert set(record) >= {"eta", "lo", "hi", "z2", "members"}
+    assert record["members"] == {"mu": [0]} and record["method"] == "exact sweeps"
+    assert set(record["eta"]) == {"mu", "tau"} and record["z2"]["mu"] > 0
+    exact = run_cavi(load_cavi_config(path).model, tol=1e-9)
+    for name in ("mu", "tau"):
+        np.testing.assert_allclose(record["eta"][name], exact.eta[name], rtol=1e-7)
+    rows = load_dataset(tmp_path / "out" / "audit-mu.npz")
+    family = Gaussian()
+    assert len(rows) == 1 and rows.metadata["method"] == "closed_form"
+    np.testing.assert_allclose(rows.mu_T[0], family.mean_stats(rows.eta[0]), rtol=1e-12)
