@@ -28,9 +28,9 @@ import numpy as np
 import yaml
 from _common import best_time, save
 
-from bayes_et.cavi import NetworkMoments, examples, run_cavi
+from bayes_et.cavi import Audit, ExactMoments, NetworkMoments, examples, run_cavi
 from bayes_et.cavi._run import load_cavi_config
-from bayes_et.expfam import kl_divergence
+from bayes_et.expfam import Quartic, kl_divergence
 from bayes_et.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,22 +136,42 @@ def _inside(model, learned, exact) -> bool:
                for i, name in enumerate(model.names))
 
 
+def _half_width_over_sd(learned, exact) -> list[float]:
+    """The 90% band's half-width of E[mu] and E[tau] in posterior sd (at the exact fixed
+    point: sd of mu from its moments, of tau from the Gamma's shape and rate)."""
+    band = learned.band("mean_stats")
+    mu, tau = exact.mean_stats["mu"], exact.eta["tau"]
+    sd = [np.sqrt(mu[1] - mu[0] ** 2), np.sqrt(tau[0] + 1) / -tau[1]]
+    return [(band[n]["hi"][j] - band[n]["lo"][j]) / 2 / s
+            for (n, j), s in zip((("mu", 0), ("tau", 1)), sd, strict=True)]
+
+
 def coverage(run_dir: Path, num_datasets: int) -> dict:
+    """Band coverage over simulated data sets; the audit (a census of the single factor mu
+    with quadrature: the exact sweeps from the network's fixed point) beside it."""
     cfg = yaml.safe_load(CONFIG.read_text())
     args, sim = cfg["arguments"], cfg["data"]["simulate"]
     net = {"mu": NetworkMoments(run_dir)}
-    inside, kls, flagged = [], [], 0
+    oracle = Audit({"mu": ExactMoments(Quartic())})
+    inside, audited, kls, widths, flagged = [], [], [], [], 0
     for seed in range(num_datasets):
         data = examples.simulate(sim["n"], sim["mean"], sim["sd"], 1000 + seed)
         model = examples.quartic_prior(data, **args)
-        learned, exact = run_cavi(model, net, num_draws=NUM_DRAWS), run_cavi(model)
+        learned = run_cavi(model, net, num_draws=NUM_DRAWS, audit=oracle)
+        exact = run_cavi(model)
         inside.append(_inside(model, learned, exact))
+        contains = learned.audit.contains(exact.eta)
+        audited.append(all(bool(np.all(contains[n])) for n in model.names))
+        widths.append(_half_width_over_sd(learned, exact))
         kls.append([kl_divergence(f, learned.eta[n], exact.eta[n])
                     for n, f in zip(model.names, model.families, strict=True)])
         flagged += bool(learned.flags["mu"])
     kls = np.asarray(kls)
     rate = float(np.mean(inside))
     return {"num_datasets": num_datasets, "band_coverage": rate,
+            "median_half_width_over_sd": dict(zip(("E[mu]", "E[tau]"),
+                                                  np.median(widths, 0).tolist(), strict=True)),
+            "audit_coverage": float(np.mean(audited)),
             "coverage_target": COVERAGE_TARGET,
             "coverage_ok": COVERAGE_TARGET[0] <= rate <= COVERAGE_TARGET[1],
             "kl_max": dict(zip(("mu", "tau"), kls.max(0).tolist(), strict=True)),
@@ -181,7 +201,9 @@ def main() -> None:
                           "mean_z2": metrics["test"]["mean_z2"]}
         coverages[arch] = coverage(run_dir, num)
         print(f"{arch}: 90% band covers the quadrature fixed point in "
-              f"{coverages[arch]['band_coverage']:.0%} of {num} data sets", flush=True)
+              f"{coverages[arch]['band_coverage']:.0%} of {num} data sets (half-width/sd "
+              f"{coverages[arch]['median_half_width_over_sd']}); the audit in "
+              f"{coverages[arch]['audit_coverage']:.0%}", flush=True)
     run_dir = runs[archs[0]]
     result = {"run": str(run_dir.relative_to(ROOT)), "network": networks[archs[0]],
               "num_draws": NUM_DRAWS, "headline": headline(run_dir, args.quick),

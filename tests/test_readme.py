@@ -40,6 +40,19 @@ def _real_data(ns):  # the model by terms equals the example builder, robust qua
         np.testing.assert_allclose(ns["result"].eta[name], robust.eta[name], rtol=1e-6)
 
 
+def _audit(ns):  # the audit: an interval around the rectified answer, oracle rows kept
+    audit = ns["audit"]
+    assert audit.method == "newton" and len(audit.members["z"]) == 60
+    lo, hi, centre = (np.asarray(d["mu"]) for d in (audit.mean_lo, audit.mean_hi,
+                                                    audit.mean_stats))
+    assert np.all(np.isfinite(lo)) and np.all(lo < centre) and np.all(centre < hi)
+    assert audit.oracle_eta["z"].shape == (60, 3)
+    # the rectified answer is far closer to the exact one than the interval is wide or
+    # than the network alone could promise: within three of its own standard errors
+    exact = ns["exact"].mean_stats["mu"][0]
+    assert abs(audit.mean_stats["mu"][0] - exact) <= 3 * (hi[0] - lo[0]) / (2 * 1.645)
+
+
 def _textbook(ns):  # the closed-form mean-field fixed point
     assert ns["textbook"]
     for name, eta in ns["textbook"].items():
@@ -56,7 +69,8 @@ def _own_family(ns):  # quadrature moments of a user's family: finite, variances
 CHECKS = {
     "bp.BayesianMLP(": _map_then_vi,
     "from bayes_et.train import extend_run, load_run, predict, train_run": _training,
-    "NetworkMoments": _quickstart,
+    '{"mu": NetworkMoments(run)}': _quickstart,
+    "Audit(": _audit,
     "examples.cancer_data()": _real_data,
     "examples.normal_gamma_fixed_point": _textbook,
     "class TiltedCauchy(ExponentialFamily)": _own_family,

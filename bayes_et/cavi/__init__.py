@@ -13,11 +13,11 @@ from ._providers import (
     flag_names,
 )
 from ._run import CAVIConfig, audit_answers, cavi_run, fallback_answers, load_cavi_config
-from ._solver import CAVIResult, run_cavi
+from ._solver import CAVIResult, audit_result, run_cavi
 
 __all__ = [
     "Audit", "AuditResult", "CAVIConfig", "CAVIModel", "CAVIResult", "ExactMoments", "Factor",
     "Model", "MomentFlag", "MomentProvider", "NetworkMoments", "SamplingMoments", "Stat",
-    "WithFallback", "audit_answers", "cavi_run", "examples", "fallback_answers", "flag_names",
-    "load_cavi_config", "model_from_config", "run_cavi",
+    "WithFallback", "audit_answers", "audit_result", "cavi_run", "examples",
+    "fallback_answers", "flag_names", "load_cavi_config", "model_from_config", "run_cavi",
 ]

@@ -8,11 +8,17 @@ factor's neighbours and is a population total over its members, r = sum_i B_i de
 multilinear). Its estimate (N/n) sum_{j in S} B_j delta_j is unbiased under the random
 draw whatever the network's error, with variance N^2 (1 - n/N) s_D^2 / n, plus (N/n)
 sum_j B_j C_j B_j^T for an oracle of Monte-Carlo error C_j (prediction-powered inference;
-the algebra of a control variate). One Newton step with the network's Jacobian J of the
-sweep, eta^ = eta~ + (I - J)^-1 r^, is the rectified fixed point; the delta method gives
-its interval. Where the oracle answers every member (a census) and is exact, the exact
-sweeps are iterated from eta~ to convergence instead: there is no sampling error then, and
-no linearisation error either.
+the algebra of a control variate). With an exact oracle the estimating equation is solved
+to its fixed point: the rectified sweeps, in which every update the audited factor feeds
+sees the network's answers plus N/n times (oracle - network) at the audited members (the
+oracle answering those n members each sweep) - one Newton step from the network's fixed
+point is not enough where a poor network's fixed point is far off. With a sampling oracle
+(NUTS each sweep would cost too much) one Newton step, eta^ = eta~ + (I - J)^-1 r^, with the
+sweep's Jacobian J rectified the same way (the plate's part of J is a population total of
+per-member Jacobians: the network's, plus N/n times the oracle's minus the network's at the
+audited members). Either way the delta method gives the interval: (I - J)^-1 applied to the
+estimate's covariance. A census with an exact oracle is the exact solve: no sampling error,
+no linearisation error (the interval is the solver's tolerance).
 
 The same linearisation gives the linear-response band: a function draw's error at eta~,
 pushed through (I - J)^-1 (one linear solve per draw instead of a whole solve per draw).
@@ -30,18 +36,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.sparse.linalg import gmres
+from jaxtyping import Array, Float
 
 from bayes_et.settings import AuditSettings, parse
 
 from ._model import CAVIModel
-from ._providers import MomentFlag, MomentProvider
+from ._providers import MomentFlag, MomentProvider, Moments, _nonfinite, on_rows
 
 Z90 = 1.6448536269514722  # the standard normal's 95% quantile: a two-sided 90% interval
 MAX_COLUMNS = 4096  # coordinates of the audited factors' neighbours that one audit solves for
 SOLVE_TOL = 1e-10  # GMRES: relative residual of the linear-response solves
 SOLVE_RESTART = 30
 SOLVE_RESTARTS = 20
-CENSUS_SLACK = 10.0  # a census interval: the exact solve's tol times this (its own error)
+CENSUS_SLACK = 10.0  # the narrowest interval: the solve's tol times this (its own error)
 _AUDIT = AuditSettings()  # the defaults
 
 
@@ -84,14 +91,19 @@ class Audit:
 @dataclasses.dataclass(frozen=True)
 class AuditResult:
     """The rectified fixed point `eta` with its 90% interval [`lo`, `hi`] (factor name ->
-    array shaped as CAVIResult.eta), the network's mean z^2 at the audited members `z2`
+    array shaped as CAVIResult.eta), the same for the mean statistics (`mean_stats`,
+    `mean_lo`, `mean_hi`), the network's mean z^2 at the audited members `z2`
     (per audited factor; NaN where no member was answered by the network), the audited
     `members` (indices), the oracle's answers there (`oracle_eta`, `oracle_mean`),
-    `method` ('newton' or 'exact sweeps') and `seconds`."""
+    `method` ('rectified sweeps' with exact oracles, 'newton' with a sampling one) and
+    `seconds`."""
 
     eta: dict[str, np.ndarray]
     lo: dict[str, np.ndarray]
     hi: dict[str, np.ndarray]
+    mean_stats: dict[str, np.ndarray]
+    mean_lo: dict[str, np.ndarray]
+    mean_hi: dict[str, np.ndarray]
     z2: dict[str, float]
     members: dict[str, np.ndarray]
     oracle_eta: dict[str, np.ndarray]
@@ -113,11 +125,14 @@ class AuditResult:
                 for name in self.eta}
 
     def to_json(self) -> dict[str, Any]:
+        """The audit as JSON-ready data (an infinite bound as null)."""
         listed = lambda d: {k: np.where(np.isfinite(v), v, np.nan).tolist()
                             for k, v in d.items()}
         nan_none = lambda x: None if not np.isfinite(x) else float(x)
         return {"eta": listed(self.eta), "lo": _json_bounds(self.lo),
-                "hi": _json_bounds(self.hi), "z2": {k: nan_none(v) for k, v in self.z2.items()},
+                "hi": _json_bounds(self.hi), "mean_stats": listed(self.mean_stats),
+                "mean_lo": _json_bounds(self.mean_lo), "mean_hi": _json_bounds(self.mean_hi),
+                "z2": {k: nan_none(v) for k, v in self.z2.items()},
                 "members": {k: v.tolist() for k, v in self.members.items()},
                 "band_scale": self.band_scale, "method": self.method, "seconds": self.seconds}
 
@@ -194,6 +209,11 @@ def _member_effects(model: CAVIModel, means: tuple, a: int, near: tuple[int, ...
 
 
 @eqx.filter_jit
+def _oracle_jacobian(oracle: MomentProvider, eta, key):
+    return oracle.jacobian(eta, key)
+
+
+@eqx.filter_jit
 def _answers(provider: MomentProvider, eta, key, full: bool):
     return provider.evaluate(eta, None, key, full=full)
 
@@ -216,57 +236,107 @@ def _z2(delta, network_cov, oracle_cov, flags) -> float:
     return float(np.mean(delta[own] ** 2 / var[own]))
 
 
-def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], etas: tuple,
-                      means: tuple, audit: Audit, key, exact_solve: Callable[[tuple], tuple],
-                      tol: float) -> AuditResult:
-    """Audit the fixed point (etas, means) that `providers` reached (see the module doc).
-    `exact_solve(providers)` runs the solver from etas with those providers and returns
-    its etas (for a census with exact oracles); `tol` is the solver's tolerance."""
-    began = time.perf_counter()
-    names = model.names
-    audited = [names.index(n) for n in audit.oracles]
-    members, oracle_eta, oracle_mean, z2 = {}, {}, {}, {}
-    answers = {}
-    for a in audited:
-        name, rows = names[a], _draw_members(audit, model, a)
-        oracle = audit.oracles[name]
-        eta_rows = jnp.asarray(etas[a])[rows]
+class Rectified(MomentProvider):
+    """The audited factor's answers as its neighbours' updates see them in the rectified
+    solve: the primary's, plus `weight` (N/n at the audited members, 0 elsewhere) times the
+    oracle's minus the primary's, so every update the factor feeds holds the audit's
+    estimate of the exact population total at the current eta (the oracle answers the n
+    audited members each sweep, in blocks: its cost grows with n, not N)."""
+
+    primary: MomentProvider
+    audit_oracle: MomentProvider
+    weight: Float[Array, " n"]
+
+    @property
+    def family(self):
+        return self.primary.family
+
+    @property
+    def integrable(self) -> bool:
+        return False
+
+    def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+        first = self.primary.evaluate(eta, None, key, force=force)
+        truth = on_rows(lambda rows, live: self.audit_oracle.evaluate(
+            rows, None, key, active=live).mean, eta, self.weight > 0, first.mean)
+        mean = first.mean + self.weight[:, None] * (truth - first.mean)
+        return Moments(mean, None, first.flags | _nonfinite(mean))
+
+
+def _rectified(provider, oracle, rows, size: int) -> MomentProvider:
+    """What the rectified solve uses for a factor: its provider when not audited, the
+    oracle itself for a census (the exact solve), else `Rectified`."""
+    if oracle is None:
+        return provider
+    if len(rows) == size:
+        return oracle
+    return Rectified(provider, oracle, jnp.zeros(size).at[rows].set(size / len(rows)))
+
+
+def _answers_at(model, providers, oracles, etas, means, rows_of, key) -> dict:
+    """Per audited factor: (rows, oracle - network at them, the oracle's MC covariance or
+    None, its exact Jacobian or None, the oracle's answers, the network's full answers)."""
+    out = {}
+    for a, rows in rows_of.items():
+        oracle, eta_rows = oracles[a], jnp.asarray(etas[a])[rows]
         truth = _answers(oracle, eta_rows, jax.random.fold_in(key, 7919 + a), True)
         truth_mean = np.asarray(truth.mean, np.float64)
         if not np.all(np.isfinite(truth_mean)):
             bad = int(rows[np.flatnonzero(~np.isfinite(truth_mean).all(1))[0]])
-            raise ValueError(f"audit: the oracle of factor '{name}' failed at member {bad} "
-                             f"(eta {np.asarray(etas[a][bad]).tolist()})")
+            raise ValueError(f"audit: the oracle of factor '{model.names[a]}' failed at "
+                             f"member {bad} (eta {np.asarray(etas[a][bad]).tolist()})")
         net = _answers(providers[a], eta_rows, jax.random.fold_in(key, 104729 + a), True)
-        delta = truth_mean - np.asarray(means[a], np.float64)[rows]
-        oracle_cov = None if truth.cov is None else np.asarray(truth.cov, np.float64)
-        z2[name] = _z2(delta, None if net.cov is None else np.asarray(net.cov, np.float64),
-                       oracle_cov, np.asarray(net.flags))
-        members[name], oracle_eta[name], oracle_mean[name] = rows, np.asarray(eta_rows), \
-            truth_mean
-        answers[a] = (rows, delta, oracle_cov)
+        truth_jac = None if not oracle.exact else np.asarray(
+            _oracle_jacobian(oracle, eta_rows, key), np.float64)
+        out[a] = (rows, truth_mean - np.asarray(means[a], np.float64)[rows],
+                  None if truth.cov is None else np.asarray(truth.cov, np.float64), truth_jac,
+                  truth_mean, net)
+    return out
 
-    census = all(len(answers[a][0]) == len(model.eta0[a]) for a in audited)
-    if census and all(audit.oracles[names[a]].exact for a in audited):
-        swapped = tuple(audit.oracles[n] if n in audit.oracles else p
-                        for n, p in zip(names, providers, strict=True))
-        fixed = tuple(np.asarray(e, np.float64) for e in exact_solve(swapped))
-        pad = tuple(CENSUS_SLACK * tol * np.maximum(1.0, np.abs(e)) for e in fixed)
-        lo = tuple(e - p for e, p in zip(fixed, pad, strict=True))
-        hi = tuple(e + p for e, p in zip(fixed, pad, strict=True))
-        method = "exact sweeps"
+
+def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], etas: tuple,
+                      means: tuple, audit: Audit, key, solve: Callable[[tuple], tuple],
+                      tol: float) -> AuditResult:
+    """Audit the fixed point (etas, means) that `providers` reached (see the module doc).
+    `solve(providers)` runs the solver from etas with other providers and returns its
+    (etas, means); `tol` is the solver's tolerance."""
+    began = time.perf_counter()
+    names, start = model.names, etas
+    oracles = {names.index(n): o for n, o in audit.oracles.items()}
+    rows_of = {a: _draw_members(audit, model, a) for a in oracles}
+    first = _answers_at(model, providers, oracles, etas, means, rows_of, key)
+    z2 = {names[a]: _z2(delta, None if net.cov is None else np.asarray(net.cov, np.float64),
+                        cov, np.asarray(net.flags))
+          for a, (_, delta, cov, _, _, net) in first.items()}
+    if all(o.exact for o in oracles.values()):
+        # iterate the rectified sweeps to their fixed point (one Newton step is not enough
+        # where a poor network's fixed point is far off), then the interval there
+        swapped = tuple(_rectified(p, oracles.get(i), rows_of.get(i), len(e))
+                        for i, (p, e) in enumerate(zip(providers, model.eta0, strict=True)))
+        etas, means = solve(swapped)
+        means = tuple(_answers(providers[i], jnp.asarray(etas[i]), key, False).mean
+                      if i in oracles else m for i, m in enumerate(means))
+        answers = _answers_at(model, providers, oracles, etas, means, rows_of, key)
+        method = "rectified sweeps"
     else:
-        fixed, lo, hi = _newton(model, providers, etas, means, audited, answers, key)
-        method = "newton"
+        answers, method = first, "newton"
+    (fixed, lo, hi), (mean, mean_lo, mean_hi) = _newton(model, providers, etas, means,
+                                                        list(oracles), answers, key, tol)
     shaped = lambda arrays: {n: (a[0] if model.sizes[i] is None else a)
                              for i, (n, a) in enumerate(zip(names, arrays, strict=True))}
-    return AuditResult(shaped(fixed), shaped(lo), shaped(hi), z2, members, oracle_eta,
-                       oracle_mean, method, time.perf_counter() - began)
+    return AuditResult(shaped(fixed), shaped(lo), shaped(hi), shaped(mean), shaped(mean_lo),
+                       shaped(mean_hi), z2, {names[a]: r for a, r in rows_of.items()},
+                       {names[a]: np.asarray(start[a], np.float64)[r]
+                        for a, r in rows_of.items()},
+                       {names[a]: v[4] for a, v in first.items()}, method,
+                       time.perf_counter() - began)
 
 
-def _newton(model, providers, etas, means, audited, answers, key):
-    """One Newton step from the network's fixed point with the estimated residual, and the
-    delta method's 90% interval."""
+def _newton(model, providers, etas, means, audited, answers, key, tol: float):
+    """One Newton step from a fixed point with the estimated residual, and the delta
+    method's 90% intervals: ((eta, lo, hi), (mean, lo, hi)), a tuple per factor each; the
+    means move with the providers' Jacobians at the fixed point. An interval is never
+    narrower than the solver's own error (CENSUS_SLACK x tol, relative)."""
     near, units = _neighbour_columns(model, audited)
     etas = tuple(jnp.asarray(e) for e in etas)
     means = tuple(jnp.asarray(m) for m in means)
@@ -274,12 +344,17 @@ def _newton(model, providers, etas, means, audited, answers, key):
     leftover = tuple(t - e for t, e in zip(_targets(model, means), etas, strict=True))
     columns = tuple(jnp.concatenate([r[None], u], 0) for r, u in zip(leftover, units,
                                                                      strict=True))
-    jac = jacobians(providers, etas, key)
-    solved = solve_response(model, means, jac, columns)
+    jac = list(jacobians(providers, etas, key))
+    for a in audited:  # the sweep's Jacobian rectified as its residual is: by the sample
+        rows, _, _, truth_jac, _, _ = answers[a]
+        if truth_jac is not None:
+            weight = len(model.eta0[a]) / len(rows)
+            jac[a] = jac[a].at[rows].add(weight * (truth_jac - jac[a][rows]))
+    solved = solve_response(model, means, tuple(jac), columns)
     count = units[0].shape[0]
     total, variance = np.zeros(count), np.zeros((count, count))
     for a in audited:
-        rows, delta, oracle_cov = answers[a]
+        rows, delta, oracle_cov, _, _, _ = answers[a]
         size, n = len(model.eta0[a]), len(rows)
         effects = np.asarray(_member_effects(model, means, a, tuple(near), jnp.asarray(rows)),
                              np.float64)  # (n, K, d_a)
@@ -291,18 +366,22 @@ def _newton(model, providers, etas, means, audited, answers, key):
             variance += size**2 * (1 - n / size) / n * spread
         if oracle_cov is not None:  # the oracle's own Monte-Carlo error
             variance += size / n * np.einsum("nkd,nde,nle->kl", effects, oracle_cov, effects)
-    fixed, lo, hi = [], [], []
-    for e, x in zip(etas, solved, strict=True):
-        x = np.asarray(x, np.float64)
+    out = ([], [], []), ([], [], [])
+    for e, m, p, x in zip(etas, means, jac, solved, strict=True):
+        x, p = np.asarray(x, np.float64), np.asarray(p, np.float64)
         shift = x[0] + np.einsum("k...,k->...", x[1:], total)
         with np.errstate(invalid="ignore"):
-            var = np.einsum("k...,kl,l...->...", x[1:], variance, x[1:])
-        sd = np.sqrt(np.where(np.isnan(var), np.inf, np.maximum(var, 0.0)))
-        centre = np.asarray(e, np.float64) + shift
-        fixed.append(centre)
-        lo.append(centre - Z90 * sd)
-        hi.append(centre + Z90 * sd)
-    return tuple(fixed), tuple(lo), tuple(hi)
+            cov = np.einsum("kna,kl,lnb->nab", x[1:], variance, x[1:])
+            mean_cov = np.einsum("nab,nbc,ndc->nad", p, cov, p)
+        for (centre, lo, hi), value, c in ((out[0], np.asarray(e) + shift, cov), (
+                out[1], np.asarray(m) + np.einsum("nab,nb->na", p, shift), mean_cov)):
+            var = np.diagonal(c, axis1=1, axis2=2)
+            sd = np.sqrt(np.where(np.isnan(var), np.inf, np.maximum(var, 0.0)))
+            sd = np.maximum(sd, CENSUS_SLACK * tol * np.maximum(1.0, np.abs(value)) / Z90)
+            centre.append(value)
+            lo.append(value - Z90 * sd)
+            hi.append(value + Z90 * sd)
+    return tuple(tuple(tuple(a) for a in part) for part in out)
 
 
 def linear_response_draws(model: CAVIModel, providers: tuple[MomentProvider, ...],

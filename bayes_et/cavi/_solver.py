@@ -477,15 +477,37 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                 timings["linear_response_seconds"] = time.perf_counter() - began
         audited = None
         if audit is not None:
-            zeros = tuple(np.zeros(len(e), bool) for e in etas)
-            exact_solve = lambda provs: _solve_jit(
-                model, provs, etas, log_z, zeros, key, None, max_iter, float(tol),
-                float(damping), False, False)[1]
-            audited = audit_fixed_point(model, provider_tuple, etas, means, audit, key,
-                                        exact_solve, float(tol))
+            audited = _audit(model, provider_tuple, etas, means, audit, key, settings)
             timings["audit_seconds"] = audited.seconds
     return _result(model, etas, means, flags, change, visited, iterations, elbos, deltas, tol,
                    timings, draws, audited)
+
+
+def _audit(model, providers, etas, means, audit: Audit, key, settings) -> AuditResult:
+    max_iter, tol, damping, _ = settings
+    zeros = tuple(np.zeros(len(e), bool) for e in etas)
+    log_z = tuple(jnp.zeros(len(e)) for e in etas)
+    exact_solve = lambda swapped: _solve_jit(model, swapped, etas, log_z, zeros, key, None,
+                                             max_iter, tol, damping, False, False)[1:3]
+    return audit_fixed_point(model, providers, etas, means, audit, key, exact_solve, tol)
+
+
+def audit_result(model: CAVIModel | Model, result: CAVIResult, audit: Audit,
+                 providers: dict[str, MomentProvider] | None = None, *,
+                 key: PRNGKeyArray | None = None, max_iter: int = _SOLVER.max_iter,
+                 tol: float = _SOLVER.tol, damping: float = _SOLVER.damping) -> AuditResult:
+    """Audit a fixed point that `run_cavi(model, providers)` found (see `run_cavi`'s
+    `audit`): another audit (members, seed) of the same solve, without solving again."""
+    model = model.build() if isinstance(model, Model) else model
+    provider_tuple = _provider_tuple(model, providers)
+    audit = audit.check(model, provider_tuple)
+    key = jax.random.key(0) if key is None else key
+    with jax.enable_x64(True):
+        etas, means = (tuple(jnp.asarray(np.reshape(d[n], (-1, f.eta_dim)))
+                             for n, f in zip(model.names, model.families, strict=True))
+                       for d in (result.eta, result.mean_stats))
+        return _audit(model, provider_tuple, etas, means, audit, key,
+                      (max_iter, float(tol), float(damping), False))
 
 
 def _result(model, etas, means, flags, change, box, iterations, elbos, deltas, tol, timings,

@@ -91,7 +91,9 @@ def test_fallback_answers_extend_a_run_and_improve_it_there(tmp_path):
     family = model.families[model.names.index("z")]
     providers = {"z": WithFallback(NetworkMoments(run), ExactMoments(family))}
     answers = fallback_answers(run_cavi(model, providers), providers)["z"]
-    assert len(answers) >= 5 and np.all(answers.eta[:, 0] > 140.0)
+    # the members outside the training box (eta_x > 150), and any whose calibrated spread
+    # is too wide, went to the fallback
+    assert np.sum(answers.eta[:, 0] > 140.0) >= 5
     save_dataset(tmp_path / "fallback-z.npz", answers)
     assert cli.main(["extend", str(run), "--data", str(tmp_path / "fallback-z.npz")]) == 0
     extended = tmp_path / "run-extended"
