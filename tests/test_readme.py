@@ -42,7 +42,7 @@ def _real_data(ns):  # the model by terms equals the example builder, robust qua
 
 def _audit(ns):  # the audit: an interval around the rectified answer, oracle rows kept
     audit = ns["audit"]
-    assert audit.method == "newton" and len(audit.members["z"]) == 60
+    assert audit.method == "rectified sweeps" and len(audit.members["z"]) == 60
     lo, hi, centre = (np.asarray(d["mu"]) for d in (audit.mean_lo, audit.mean_hi,
                                                     audit.mean_stats))
     assert np.all(np.isfinite(lo)) and np.all(lo < centre) and np.all(centre < hi)
