@@ -91,12 +91,14 @@ def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     global_fit = eqx.tree_at(lambda m: m.calibration, model, jnp.asarray(rows, jnp.float32))
     assert _coverage_90(global_fit, test_set, key) > 0.99
     # Calibrated function draws: the raw weight draws around the same mean, plus one misfit
-    # offset per draw (constant over eta, N(0, misfit) across draws), scaled by m(eta).
+    # offset per draw (constant over eta, N(0, misfit) across draws), scaled by the whole
+    # calibration m(eta) (spread and local stages).
     num = 256
     draws = np.asarray(function_draws(calibrated, test_set.eta, key, num), np.float64)
     raw_mean, raw_cov, raw = (np.asarray(a, np.float64) for a in raw_predictive(
         calibrated, jnp.asarray(test_set.eta, jnp.float32), key, num))
-    m = np.asarray(calibrated.spread_scale(np.diagonal(raw_cov, axis1=1, axis2=2)))
+    m = np.asarray(jax.vmap(calibrated.scale)(jnp.asarray(test_set.eta, jnp.float32),
+                                              jnp.diagonal(raw_cov, axis1=1, axis2=2)))
     offsets = (draws - raw_mean) / m - (raw - raw_mean)
     np.testing.assert_allclose(offsets, np.broadcast_to(offsets[:, :1], offsets.shape),
                                atol=1e-4)
