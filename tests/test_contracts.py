@@ -15,6 +15,7 @@ from bayes_et.cavi import (
     SamplingMoments,
     WithFallback,
 )
+from bayes_et.cavi._audit import Rectified
 from bayes_et.data import design_eta
 from bayes_et.et import ARCHITECTURES, build
 from bayes_et.expfam import (
@@ -87,6 +88,8 @@ PROVIDERS = {
     SamplingMoments: lambda f: SamplingMoments(f, num_chains=2, num_warmup=50,
                                                num_samples=50, ess_min=10.0),
     WithFallback: lambda f: WithFallback(_network(f), ExactMoments(f)),
+    # the audit's view of a factor: network plus N/n (oracle - network) at audited members
+    Rectified: lambda f: Rectified(_network(f), ExactMoments(f), jnp.array([0.0, 3.0, 0.0])),
 }
 
 

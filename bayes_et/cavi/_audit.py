@@ -256,11 +256,11 @@ class Rectified(MomentProvider):
         return False
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
-        first = self.primary.evaluate(eta, None, key, force=force)
+        first = self.primary.evaluate(eta, None, key, full=full, force=force)
         truth = on_rows(lambda rows, live: self.audit_oracle.evaluate(
             rows, None, key, active=live).mean, eta, self.weight > 0, first.mean)
         mean = first.mean + self.weight[:, None] * (truth - first.mean)
-        return Moments(mean, None, first.flags | _nonfinite(mean))
+        return Moments(mean, first.cov, first.flags | _nonfinite(mean))
 
 
 def _rectified(provider, oracle, rows, size: int) -> MomentProvider:
