@@ -5,14 +5,13 @@ it)."""
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from bayes_et.data import Dataset
 
-from ._model import Z90, LocalScale, TrainedET, _weighted_quantile
+from ._model import POWER, PRIOR_WEIGHT, Z90, LocalScale, TrainedET
 from ._objective import mc_noise
 from ._predictive import predict
 
@@ -72,23 +71,26 @@ def _interval_score(c: np.ndarray, abs_z: np.ndarray) -> float:
 
 def fit_local(eta: np.ndarray, abs_z: np.ndarray) -> LocalScale:
     """The local stage from held-out standardised eta (n, d) and |z| (n, k): per statistic
-    the bandwidth with the best leave-one-out interval score."""
-    order = np.argsort(abs_z, axis=0, kind="stable")
-    local = LocalScale(*(jnp.asarray(x) for x in (
-        np.asarray(eta, np.float32), np.asarray(abs_z, np.float32), order.astype(np.int32),
-        np.zeros(abs_z.shape[1], np.float32))))
+    the bandwidth with the best leave-one-out interval score, the factor k that puts 90% of
+    the held-out |z| inside (leave-one-out)."""
+    power_z = abs_z**POWER
+    level = power_z.mean(0)
     d2 = np.sum((eta[:, None, :] - eta[None, :, :]) ** 2, -1)
-    best = np.zeros(abs_z.shape[1])
-    for j in range(abs_z.shape[1]):
+    k = abs_z.shape[1]
+    best, factor = np.zeros(k), np.ones(k)
+    for j in range(k):
         scores = []
         for h in BANDWIDTHS:
             w = np.exp(-0.5 * d2 / h**2)
             np.fill_diagonal(w, 0.0)  # leave one out
-            c = np.asarray(jax.vmap(_weighted_quantile, in_axes=(None, 0))(
-                jnp.asarray(abs_z[order[:, j], j]), jnp.asarray(w[:, order[:, j]]))) / Z90
-            scores.append(_interval_score(c, abs_z[:, j]))
-        best[j] = np.log(BANDWIDTHS[int(np.argmin(scores))])
-    return eqx.tree_at(lambda m: m.log_bandwidth, local, jnp.asarray(best, jnp.float32))
+            s = ((PRIOR_WEIGHT * level[j] + w @ power_z[:, j]) / (PRIOR_WEIGHT + w.sum(1))) \
+                ** (1 / POWER)
+            f = np.quantile(abs_z[:, j] / s, 0.9) / Z90
+            scores.append((_interval_score(f * s, abs_z[:, j]), f))
+        i = int(np.argmin([score for score, _ in scores]))
+        best[j], factor[j] = np.log(BANDWIDTHS[i]), scores[i][1]
+    return LocalScale(*(jnp.asarray(x, jnp.float32) for x in (eta, power_z, level, factor,
+                                                              best)))
 
 
 def recalibrate(model: TrainedET, val: Dataset, key: PRNGKeyArray,

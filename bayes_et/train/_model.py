@@ -5,57 +5,47 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from bayes_et.et import AbstractET
 from bayes_et.params import trainable_filter
 
 UNBOUNDED = 1e30  # log-variance clip of an uncalibrated model: no clipping
-PRIOR_WEIGHT = 2.0  # pseudo-points at |z| = Z90 in the local stage: far from data, no change
+PRIOR_WEIGHT = 0.5  # pseudo-points at the overall level in the local stage
 Z90 = 1.6448536269514722  # |z| of a two-sided 90% interval
+POWER = 2.0  # the local stage's power mean of |z| (2: the root mean square)
 
 
 class LocalScale(eqx.Module):
-    """The calibration's second stage, local in eta: per statistic c(eta) = q(eta) / Z90, q
-    the kernel-weighted 90% quantile of the held-out |z| (after the spread calibration) near
-    eta, with PRIOR_WEIGHT pseudo-points at Z90, so c -> 1 far from the held-out eta. A
-    smooth one-signed error that the weight draws do not show (near the edge of the training
-    box, say) raises |z| there, and so the band there; a quantile, not a mean of z^2, so a
-    few heavy-tailed errors do not widen the band everywhere near them. Gaussian kernel in
-    standardised eta, one bandwidth per statistic (chosen by the leave-one-out interval
-    score)."""
+    """The calibration's second stage, local in eta: per statistic c(eta) = k s(eta), s the
+    root mean square of the held-out z (after the spread calibration) near eta (a Gaussian
+    kernel in standardised eta, with PRIOR_WEIGHT pseudo-points at the overall mean square,
+    so s settles to the overall level far from held-out eta), k fitted so that 90% of the
+    held-out |z| lie within Z90 c, leave-one-out (so heavy tails set the factor, not the
+    width everywhere). A smooth one-signed error that the weight draws do not show (near the
+    edge of the training box, say) raises z^2 there, and so the band there; smooth in eta,
+    so a function draw stays a smooth function (CAVI's sweeps converge on it). One bandwidth
+    per statistic, chosen by the leave-one-out interval score."""
 
     eta: Float[Array, "n d"]  # held-out eta, standardised
-    abs_z: Float[Array, "n k"]
-    order: Int[Array, "n k"]  # argsort of abs_z per statistic
+    power_z: Float[Array, "n k"]  # |z|^POWER
+    level: Float[Array, " k"]  # the overall mean of |z|^POWER: the pseudo-points' value
+    factor: Float[Array, " k"]  # k
     log_bandwidth: Float[Array, " k"]
 
     def __call__(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
         """c at one standardised eta (k,)."""
         d2 = jnp.sum((eta - self.eta) ** 2, -1)  # (n,)
         w = jnp.exp(-0.5 * d2[:, None] * jnp.exp(-2 * self.log_bandwidth))  # (n, k)
-        return jax.vmap(_weighted_quantile, in_axes=1)(
-            jnp.take_along_axis(self.abs_z, self.order, 0),
-            jnp.take_along_axis(w, self.order, 0)) / Z90
+        mean = (PRIOR_WEIGHT * self.level + jnp.sum(w * self.power_z, 0)) / (
+            PRIOR_WEIGHT + jnp.sum(w, 0))
+        return self.factor * mean ** (1 / POWER)
 
     @classmethod
     def empty(cls, n: int, d: int, k: int) -> LocalScale:
         """A template of n held-out eta (for loading)."""
-        return cls(jnp.zeros((n, d)), jnp.zeros((n, k)), jnp.zeros((n, k), jnp.int32),
+        return cls(jnp.zeros((n, d)), jnp.zeros((n, k)), jnp.zeros(k), jnp.zeros(k),
                    jnp.zeros(k))
-
-
-def _weighted_quantile(values, weights):
-    """The 90% quantile of ascending `values` with `weights`, and PRIOR_WEIGHT more at Z90
-    (a pseudo-point that sorts in before the first value >= Z90)."""
-    cumulative = jnp.cumsum(weights)
-    level = 0.9 * (cumulative[-1] + PRIOR_WEIGHT)
-    split = jnp.searchsorted(values, Z90)  # the pseudo-point's place
-    with_prior = cumulative + PRIOR_WEIGHT * (jnp.arange(len(values)) >= split)
-    first = jnp.argmax(with_prior >= level)
-    prior_cumulative = jnp.where(split > 0, cumulative[jnp.maximum(split - 1, 0)], 0.0) \
-        + PRIOR_WEIGHT
-    return jnp.where((split <= first) & (prior_cumulative >= level), Z90, values[first])
 
 
 class TrainedET(eqx.Module):
