@@ -106,3 +106,33 @@ def test_fallback_answers_extend_a_run_and_improve_it_there(tmp_path):
         mean, _ = predict(load_run(folder)[0], answers.eta, key, 16)
         error[name] = np.sqrt(np.mean((np.asarray(mean) - answers.mu_T) ** 2, 0))
     assert np.all(error["after"] < 0.5 * error["before"]), error
+
+
+def test_audit_answers_extend_a_run_and_improve_it_there(tmp_path):
+    """The audit's oracle rows (audit-z.npz) are training rows: `bayes-et extend` learns
+    from them and the network's error at the audited eta falls."""
+    from bayes_et.cavi import Audit, audit_answers
+
+    data = tmp_path / "pln.yaml"
+    data.write_text(yaml.safe_dump({
+        "family": "PoissonLogNormal", "method": "quadrature",
+        "eta": {"num": 300, "box": {"x": [0.0, 150.0], "x2": [-3.0, -0.5],
+                                    "exp_x": [-1.0, -1.0]}}}))
+    run = train_run(TINY, data=str(data), out=tmp_path / "run", progress=False)
+    sim = examples.simulate_counts(60, -6.0, 4.0, seed=0)
+    model = examples.poisson_lognormal(sim["counts"], sim["exposure"])
+    family = model.families[model.names.index("z")]
+    providers = {"z": WithFallback(NetworkMoments(run), ExactMoments(family))}
+    audit = Audit({"z": ExactMoments(family)}, members=40, seed=0)
+    answers = audit_answers(run_cavi(model, providers, audit=audit), audit)["z"]
+    assert len(answers) == 40
+    save_dataset(tmp_path / "audit-z.npz", answers)
+    assert cli.main(["extend", str(run), "--data", str(tmp_path / "audit-z.npz")]) == 0
+    extended = tmp_path / "run-extended"
+    assert json.loads((extended / "metrics.json").read_text())["added_rows"] == 40
+    key = jax.random.key(0)
+    error = {}
+    for name, folder in (("before", run), ("after", extended)):
+        mean, _ = predict(load_run(folder)[0], answers.eta, key, 16)
+        error[name] = np.sqrt(np.mean((np.asarray(mean) - answers.mu_T) ** 2, 0))
+    assert np.mean(error["after"] / error["before"]) < 1.0, error
