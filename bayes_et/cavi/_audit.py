@@ -320,7 +320,7 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
         method = "rectified sweeps"
     else:
         answers, method = first, "newton"
-    (fixed, lo, hi), (mean, mean_lo, mean_hi) = _newton(model, providers, etas, means,
+    (fixed, lo, hi), (mean, mean_lo, mean_hi) = _step_and_interval(model, providers, etas, means,
                                                         list(oracles), answers, key, tol)
     shaped = lambda arrays: {n: (a[0] if model.sizes[i] is None else a)
                              for i, (n, a) in enumerate(zip(names, arrays, strict=True))}
@@ -332,7 +332,7 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
                        time.perf_counter() - began)
 
 
-def _newton(model, providers, etas, means, audited, answers, key, tol: float):
+def _step_and_interval(model, providers, etas, means, audited, answers, key, tol: float):
     """One Newton step from a fixed point with the estimated residual, and the delta
     method's 90% intervals: ((eta, lo, hi), (mean, lo, hi)), a tuple per factor each; the
     means move with the providers' Jacobians at the fixed point. An interval is never
