@@ -320,8 +320,8 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
         method = "rectified sweeps"
     else:
         answers, method = first, "newton"
-    (fixed, lo, hi), (mean, mean_lo, mean_hi) = _step_and_interval(model, providers, etas, means,
-                                                        list(oracles), answers, key, tol)
+    (fixed, lo, hi), (mean, mean_lo, mean_hi) = _step_and_interval(
+        model, providers, etas, means, list(oracles), answers, key, tol)
     shaped = lambda arrays: {n: (a[0] if model.sizes[i] is None else a)
                              for i, (n, a) in enumerate(zip(names, arrays, strict=True))}
     return AuditResult(shaped(fixed), shaped(lo), shaped(hi), shaped(mean), shaped(mean_lo),
