@@ -79,17 +79,23 @@ def test_an_active_learning_round_puts_eta_where_the_spread_is_and_beats_uniform
     assert share["spread"] > 0.6 and share["uniform"] < 0.4, (share, curves)
 
 
-def test_fallback_answers_extend_a_run_and_improve_it_there(tmp_path):
+def _pln_network(tmp_path):
+    """A tiny network for PoissonLogNormal eta_x <= 150, the plate of 60 simulated counts
+    (up to ~480: some members beyond the box) and a provider falling back to quadrature."""
     data = tmp_path / "pln.yaml"
     data.write_text(yaml.safe_dump({
         "family": "PoissonLogNormal", "method": "quadrature",
         "eta": {"num": 300, "box": {"x": [0.0, 150.0], "x2": [-3.0, -0.5],
                                     "exp_x": [-1.0, -1.0]}}}))
     run = train_run(TINY, data=str(data), out=tmp_path / "run", progress=False)
-    sim = examples.simulate_counts(60, -6.0, 4.0, seed=0)  # counts up to ~480
+    sim = examples.simulate_counts(60, -6.0, 4.0, seed=0)
     model = examples.poisson_lognormal(sim["counts"], sim["exposure"])
     family = model.families[model.names.index("z")]
-    providers = {"z": WithFallback(NetworkMoments(run), ExactMoments(family))}
+    return run, model, family, {"z": WithFallback(NetworkMoments(run), ExactMoments(family))}
+
+
+def test_fallback_answers_extend_a_run_and_improve_it_there(tmp_path):
+    run, model, family, providers = _pln_network(tmp_path)
     answers = fallback_answers(run_cavi(model, providers), providers)["z"]
     # the members outside the training box (eta_x > 150), and any whose calibrated spread
     # is too wide, went to the fallback
@@ -113,16 +119,7 @@ def test_audit_answers_extend_a_run_and_improve_it_there(tmp_path):
     from them and the network's error at the audited eta falls."""
     from bayes_et.cavi import Audit, audit_answers
 
-    data = tmp_path / "pln.yaml"
-    data.write_text(yaml.safe_dump({
-        "family": "PoissonLogNormal", "method": "quadrature",
-        "eta": {"num": 300, "box": {"x": [0.0, 150.0], "x2": [-3.0, -0.5],
-                                    "exp_x": [-1.0, -1.0]}}}))
-    run = train_run(TINY, data=str(data), out=tmp_path / "run", progress=False)
-    sim = examples.simulate_counts(60, -6.0, 4.0, seed=0)
-    model = examples.poisson_lognormal(sim["counts"], sim["exposure"])
-    family = model.families[model.names.index("z")]
-    providers = {"z": WithFallback(NetworkMoments(run), ExactMoments(family))}
+    run, model, family, providers = _pln_network(tmp_path)
     audit = Audit({"z": ExactMoments(family)}, members=40, seed=0)
     answers = audit_answers(run_cavi(model, providers, audit=audit), audit)["z"]
     assert len(answers) == 40
