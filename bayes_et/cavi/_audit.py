@@ -273,9 +273,11 @@ def _rectified(provider, oracle, rows, size: int) -> MomentProvider:
     return Rectified(provider, oracle, jnp.zeros(size).at[rows].set(size / len(rows)))
 
 
-def _answers_at(model, providers, oracles, etas, means, rows_of, key) -> dict:
+def _answers_at(model, providers, oracles, etas, means, rows_of, key,
+                network: bool = True) -> dict:
     """Per audited factor: (rows, oracle - network at them, the oracle's MC covariance or
-    None, its exact Jacobian or None, the oracle's answers, the network's full answers)."""
+    None, its exact Jacobian or None, the oracle's answers, the network's full answers
+    there, or None without `network`)."""
     out = {}
     for a, rows in rows_of.items():
         oracle, eta_rows = oracles[a], jnp.asarray(etas[a])[rows]
@@ -285,7 +287,8 @@ def _answers_at(model, providers, oracles, etas, means, rows_of, key) -> dict:
             bad = int(rows[np.flatnonzero(~np.isfinite(truth_mean).all(1))[0]])
             raise ValueError(f"audit: the oracle of factor '{model.names[a]}' failed at "
                              f"member {bad} (eta {np.asarray(etas[a][bad]).tolist()})")
-        net = _answers(providers[a], eta_rows, jax.random.fold_in(key, 104729 + a), True)
+        net = _answers(providers[a], eta_rows, jax.random.fold_in(key, 104729 + a),
+                       True) if network else None
         truth_jac = None if not oracle.exact else np.asarray(
             _oracle_jacobian(oracle, eta_rows, key), np.float64)
         out[a] = (rows, truth_mean - np.asarray(means[a], np.float64)[rows],
@@ -316,7 +319,8 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
         etas, means = solve(swapped)
         means = tuple(_answers(providers[i], jnp.asarray(etas[i]), key, False).mean
                       if i in oracles else m for i, m in enumerate(means))
-        answers = _answers_at(model, providers, oracles, etas, means, rows_of, key)
+        answers = _answers_at(model, providers, oracles, etas, means, rows_of, key,
+                              network=False)  # z^2 is the network's at its own fixed point
         method = "rectified sweeps"
     else:
         answers, method = first, "newton"

@@ -409,7 +409,7 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     num_draws = _num_draws(provider_tuple, num_draws)
     if audit is not None:
         if not isinstance(audit, Audit):
-            raise ValueError(f"audit: expected an Audit; got {audit!r}")
+            raise ValueError(f"audit: expected an Audit; got {type(audit).__name__}")
         audit = audit.check(model, provider_tuple)
     if linear_response and not num_draws:
         raise ValueError("linear_response=True needs num_draws > 0 (it pushes each function "
