@@ -34,6 +34,8 @@ from ._providers import (
 MAX_HALVINGS = 30
 _SOLVER = SolverSettings()  # the defaults
 MAX_FALLBACK_ROUNDS = 4
+MAX_SWITCHES = 2  # a member whose answer switched network <-> fallback this often keeps the
+# fallback for the rest of the solve: at a region's edge it would flip forever
 BAND = (0.05, 0.95)
 
 
@@ -165,8 +167,9 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key, max_ite
            tol: float, damping: float, track_elbo: bool, progress: bool):
     n = len(model.names)
 
-    def evaluate(i, eta, salt):
-        return providers[i].evaluate(eta, draw, jax.random.fold_in(key, salt), force=force[i])
+    def evaluate(i, eta, salt, forced=None):
+        return providers[i].evaluate(eta, draw, jax.random.fold_in(key, salt),
+                                     force=force[i] if forced is None else forced)
 
     def log_partition_step(i, old, new, mean_old, mean_new, salt):
         """A_i(new) - A_i(old) per member: closed form, or Simpson's rule along the segment
@@ -191,18 +194,21 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key, max_ite
                  for e in start)  # the eta of the sweeps (the start is often far off)
     state0 = (jnp.int32(0), tuple(start), means0, tuple(m.flags for m in first),
               jnp.asarray(jnp.inf, dtype), log_z0, trace.at[0].set(elbo(start, means0, log_z0)),
-              trace[1:], box0)
+              trace[1:], box0, tuple(jnp.zeros(len(e), jnp.int32) for e in start))
 
     def sweep(state):
-        it, etas, means, flags, _, log_z, elbos, deltas, box = state
+        it, etas, means, flags, _, log_z, elbos, deltas, box, switches = state
         etas, means, log_z, box = list(etas), list(means), list(log_z), list(box)
+        switches = list(switches)
         new_flags, change = [], jnp.zeros((), dtype)
         for i in range(n):
             family = model.families[i]
             new, bits = jax.vmap(lambda o, t, f=family: _shortened_step(f, o, t, damping))(
                 etas[i], model.target(i, tuple(means)))
             salt = (it + 1) * 2 * n + i
-            moments = evaluate(i, new, salt)
+            moments = evaluate(i, new, salt, force[i] | (switches[i] >= MAX_SWITCHES))
+            switches[i] = switches[i] + (_by_fallback(moments.flags)
+                                         != _by_fallback(flags[i])).astype(jnp.int32)
             moved = jnp.max(jnp.abs(new - etas[i]), -1) / jnp.maximum(
                 1.0, jnp.max(jnp.abs(etas[i]), -1))
             change = jnp.maximum(change, jnp.max(moved))
@@ -217,9 +223,13 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key, max_ite
         etas, means = tuple(etas), tuple(means)
         return (it + 1, etas, means, tuple(new_flags), change, tuple(log_z),
                 elbos.at[it + 1].set(elbo(etas, means, log_z)), deltas.at[it].set(change),
-                tuple(box))
+                tuple(box), tuple(switches))
 
-    return jax.lax.while_loop(lambda s: (s[0] < max_iter) & (s[4] > tol), sweep, state0)
+    return jax.lax.while_loop(lambda s: (s[0] < max_iter) & (s[4] > tol), sweep, state0)[:9]
+
+
+def _by_fallback(flags):
+    return (flags & MomentFlag.ANSWERED_BY_FALLBACK) != 0
 
 
 _BAR: list = []  # the progress bar of the solve in flight (host side)

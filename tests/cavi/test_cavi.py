@@ -10,6 +10,7 @@ from bayes_et.cavi import (
     CAVIModel,
     ExactMoments,
     Factor,
+    MomentProvider,
     NetworkMoments,
     SamplingMoments,
     WithFallback,
@@ -18,6 +19,7 @@ from bayes_et.cavi import (
     load_cavi_config,
     run_cavi,
 )
+from bayes_et.cavi._providers import Moments
 from bayes_et.et import build
 from bayes_et.expfam import Gamma, Gaussian, kl_divergence
 from bayes_et.train import TrainedET
@@ -124,6 +126,39 @@ def test_eta_outside_the_training_region_is_flagged_and_answered_by_the_fallback
     assert "answered_by_fallback" in result.flags["mu"]
     np.testing.assert_allclose(result.eta["mu"], examples.normal_gamma_fixed_point(
         x, **PRIOR)["mu"], rtol=1e-6)
+
+
+class EdgeOfRegion(MomentProvider):
+    """A test double of a network whose region ends at eta[1] = edge: inside, E[x^2] too
+    large by `bias` (so the precision's update falls and eta[1] rises past the edge);
+    beyond the edge, flagged outside its region."""
+
+    family: Gaussian
+    edge: float
+    bias: float = 0.3
+
+    def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+        mean = jax.vmap(self.family._mean_stats)(eta).at[:, 1].add(self.bias)
+        outside = jnp.where(eta[:, 1] > self.edge, 1, 0).astype(jnp.int32)  # OUTSIDE_...
+        return Moments(mean, None, outside)
+
+
+def test_a_member_at_its_region_edge_stays_with_the_fallback_and_converges():
+    """The biased answers push eta past the region's edge and the exact answers pull it
+    back: a solve that let a member flip between them would cycle to max_iter. A member
+    whose answer switched twice keeps the backup, so the solve converges on the exact answer."""
+    x = examples.simulate(20, 1.0, 1.0, 0)
+    model = examples.normal_gamma(x, **PRIOR)
+    exact = run_cavi(model, tol=1e-10)
+    biased = run_cavi(model, {"mu": EdgeOfRegion(Gaussian(), np.inf)}, tol=1e-10)
+    low, high = exact.eta["mu"][1], biased.eta["mu"][1]
+    assert high > low  # the bias moves the fixed point past any edge between the two
+    provider = WithFallback(EdgeOfRegion(Gaussian(), float(low + high) / 2),
+                            ExactMoments(Gaussian()))
+    result = run_cavi(model, {"mu": provider}, tol=1e-10, max_iter=200, num_draws=0)
+    assert result.converged and result.iterations < 100, result.iterations
+    assert "answered_by_fallback" in result.flags["mu"]
+    np.testing.assert_allclose(result.eta["mu"], exact.eta["mu"], rtol=1e-8)
 
 
 def test_invalid_updates_are_shortened_and_eta_stays_valid():
