@@ -1,23 +1,35 @@
 """The one run-folder layer: atomic files, whole folders, output checks before any work.
 
 - A file is written to a temporary name created exclusively (O_EXCL, so no planted file
-  or symlink is followed) in its own folder, then renamed over the target.
+  or symlink is followed) in its own folder, then renamed over the target; it gets the
+  permissions the umask allows, as any file the user makes.
 - A folder (a training run, a CAVI answer, a pipeline report) is built in a staging folder
   beside it, ``.NAME.partial``, and renamed into place whole when done; with `force`, the
   old folder is moved aside first and removed after, so a reader sees the old folder, no
-  folder, or the new one, never a mix. A killed run leaves only its staging folder, which
-  the next run reuses (resumable generation inside it continues).
-- Output paths are checked (file vs folder, writable, exists without `force`) before any
-  computation starts.
+  folder, or the new one, never a mix. One process at a time writes a given folder: it
+  holds a lock on ``.NAME.lock`` (flock: released by the kernel however the process
+  ends); a second run into it stops at once. A killed run leaves its staging folder,
+  marked with its config's fingerprint: the next run of the same config reuses it
+  (resumable generation inside it continues); a run of another config refuses it, or
+  with `force` discards it.
+- `force` replaces only a regular file, an empty folder or a folder bayes_et wrote (it
+  carries the marker file ``.bayes_et.json``); never a special file, a link, or a folder
+  holding an input of the same command.
+- User strings that become file names (factor names) follow one rule, `check_name`.
+- Output paths are checked before any computation starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,24 +52,71 @@ def _writable_parent(path: Path, what: str) -> None:
         raise ValueError(f"{what}: {parent} is not writable")
 
 
-def check_output_file(path: str | os.PathLike, *, force: bool, what: str = "--out") -> Path:
-    """`path` is free to write (or `force`), is not a folder, and its folder is writable."""
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = ("1 to 64 letters, digits, '_', '.' or '-', not starting with '.' or '-'")
+MARKER = ".bayes_et.json"  # in every folder bayes_et writes: what made it, from which config
+
+
+def check_name(what: str, name: object) -> str:
+    """A user string that becomes part of a file name: `NAME_RULE`, else a ValueError."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        shown = json.dumps(name) if isinstance(name, str) else type(name).__name__
+        raise ValueError(f"{what}: {shown[:80]} cannot name a file; allowed: {NAME_RULE}")
+    return name
+
+
+def _same_or_inside(path: Path, inputs) -> Path | None:
+    """The first input that is `path` or lies inside it (resolved), else None."""
+    target = path.resolve()
+    for item in inputs or ():
+        item = Path(item).resolve()
+        if item == target or target in item.parents:
+            return item
+    return None
+
+
+def check_output_file(path: str | os.PathLike, *, force: bool, what: str = "--out",
+                      inputs=()) -> Path:
+    """`path` is free to write, or with `force` a regular file that is none of `inputs`;
+    its folder is writable."""
     path = Path(path)
+    if str(path) in ("", "."):
+        raise ValueError(f"{what}: {str(path)!r} is not a file path")
     if path.is_symlink() or path.is_dir():
         raise ValueError(f"{what}: {path} is a folder or a link; allowed: a file path")
-    if path.exists() and not force:
-        raise ValueError(f"{what}: {path} exists; pass --force to replace it")
+    if path.exists():
+        if not force:
+            raise ValueError(f"{what}: {path} exists; pass --force to replace it")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(f"{what}: {path} is a special file (not a regular file); "
+                             "--force replaces regular files only")
+        if _same_or_inside(path, inputs):
+            raise ValueError(f"{what}: {path} is an input of this command; choose another")
     _writable_parent(path, what)
     return path
 
 
-def check_output_folder(path: str | os.PathLike, *, force: bool, what: str = "--out") -> Path:
-    """`path` is a folder that does not exist yet (or `force`), in a writable place."""
+def check_output_folder(path: str | os.PathLike, *, force: bool, what: str = "--out",
+                        inputs=()) -> Path:
+    """`path` is a folder that does not exist yet or is empty, or with `force` a folder
+    bayes_et wrote that holds none of `inputs`; in a writable place."""
     path = Path(path)
+    if str(path) in ("", "."):
+        raise ValueError(f"{what}: {str(path)!r} is not a folder to write whole; name a "
+                         "new folder")
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise ValueError(f"{what}: {path} is a file or a link; allowed: a folder path")
-    if path.exists() and any(path.iterdir()) and not force:
-        raise ValueError(f"{what}: {path} exists and is not empty; pass --force to replace it")
+    clash = _same_or_inside(path, inputs)
+    if clash is not None:
+        raise ValueError(f"{what}: {path} holds {clash}, an input of this command; choose "
+                         "another folder")
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise ValueError(f"{what}: {path} exists and is not empty; pass --force to "
+                             "replace it")
+        if not (path / MARKER).is_file():
+            raise ValueError(f"{what}: {path} was not written by bayes_et; --force replaces "
+                             "only folders bayes_et wrote; remove it yourself")
     _writable_parent(path / "x", what)
     return path
 
@@ -68,6 +127,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -77,6 +137,28 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def carry(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """`source`'s bytes at `target` (a run folder keeps the rows it read): a hard link, or
+    an atomic copy across file systems."""
+    source, target = Path(source), Path(target)
+    if target.exists() and os.path.samefile(source, target):
+        return target
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return target
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -107,29 +189,95 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     return write_bytes(path, buffer.getvalue())
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def staging_folder(final: Path) -> Path:
     return final.parent / f".{final.name}.partial"
 
 
+def fingerprint(record: object) -> str:
+    """A config's fingerprint: the hash of its canonical JSON."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
 @contextlib.contextmanager
-def run_folder(final: str | os.PathLike, *, force: bool) -> Iterator[Path]:
-    """Build a folder whole: yields the staging folder to write into; on success it
-    replaces `final` (which must be absent or empty unless `force`). On an error the
-    staging folder stays for the next run to reuse; it never blocks that run."""
-    final = check_output_folder(final, force=force)
-    staging = staging_folder(final)
+def exclusive(final: Path) -> Iterator[None]:
+    """Hold the lock of output `final` (.NAME.lock beside it) for the block, or a
+    ValueError at once: one bayes_et process at a time writes a given output."""
+    path = final.parent / f".{final.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ValueError(f"--out: {final} is being written by another bayes-et run; wait "
+                             "for it or choose another --out") from None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else the holder removed that file as we opened it: take the new one
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # removed while held: a later opener sees a new file
+        os.close(fd)
+
+
+def _prepare_staging(staging: Path, print_: str, force: bool) -> None:
+    """A staging folder of the run whose config has fingerprint `print_`: a killed run's of
+    the same config is reused, another config's refused (discarded with `force`)."""
     if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
         raise ValueError(f"--out: {staging} is in the way (a file or a link); remove it")
+    if staging.is_dir() and any(staging.iterdir()):
+        try:
+            previous = json.loads((staging / MARKER).read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            raise ValueError(f"--out: {staging} is in the way and was not made by bayes_et; "
+                             "remove it") from None
+        if previous != print_:
+            if not force:
+                raise ValueError(f"--out: {staging} holds a killed run of another config; "
+                                 "pass --force to discard it")
+            shutil.rmtree(staging)
     staging.mkdir(parents=True, exist_ok=True)
-    yield staging
-    if final.exists():  # force (or empty): move the old one aside, then drop it
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
-        os.replace(final, old / "x")
-        os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, final)
+    write_text(staging / MARKER, json.dumps({"fingerprint": print_}))
 
 
-__all__ = ["check_output_file", "check_output_folder", "run_folder", "save_figure",
-           "write_bytes", "write_json", "write_npz", "write_text"]
+@contextlib.contextmanager
+def run_folder(final: str | os.PathLike, *, force: bool, config: object = None,
+               inputs=()) -> Iterator[Path]:
+    """Build a folder whole: yields the staging folder to write into; on success it
+    replaces `final` (which must be absent or empty unless `force`). `config`: what the
+    run was asked (its fingerprint marks the staging folder); `inputs`: the paths the
+    command reads, which `final` may not hold. On an error the staging folder stays for
+    the next run of the same config to reuse."""
+    final = check_output_folder(final, force=force, inputs=inputs)
+    with exclusive(final):
+        staging = staging_folder(final)
+        _prepare_staging(staging, fingerprint(config), force)
+        yield staging
+        # the lock keeps bayes_et out; anything else that made `final` meanwhile is checked
+        check_output_folder(final, force=force, inputs=inputs)
+        if final.exists():  # force (or empty): move the old one aside, then drop it
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.",
+                                        suffix=".old"))
+            os.replace(final, old / "x")
+            os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+
+
+__all__ = ["carry", "check_name", "check_output_file", "check_output_folder", "exclusive",
+           "fingerprint", "run_folder", "save_figure", "write_bytes", "write_json", "write_npz",
+           "write_text"]

@@ -166,12 +166,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    for option, shown in (("out", "--out"), ("data", "--data"), ("config", "CONFIG"),
+                          ("run_dir", "RUN_DIR")):
+        if getattr(args, option, None) == "":
+            print(f"bayes-et {args.command}: error: {shown}: an empty path; name a file or "
+                  "folder", file=sys.stderr)
+            return 2
     try:
         return args.func(args)
     except (ValueError, OSError) as err:  # bad input, or a file system that refuses
-        message = " ".join(str(err).split())  # one line
-        print(f"bayes-et {args.command}: error: {message}", file=sys.stderr)
+        print(f"bayes-et {args.command}: error: {printable(str(err))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"bayes-et {args.command}: interrupted; a run folder's staging folder is kept "
+              "for the same command to resume", file=sys.stderr)
+        return 130
+
+
+def printable(text: str) -> str:
+    """One line of `text` with control characters escaped (user text never drives the
+    terminal)."""
+    text = " ".join(text.split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 if __name__ == "__main__":

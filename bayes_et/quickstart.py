@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bayes_et.settings import PipelineSettings, fail, parse, read_config
+from bayes_et.settings import PipelineSettings, as_dict, fail, parse, read_config
 
 COVERAGE_TARGET = (0.85, 0.95)
 STAGES = ("generate", "train", "calibration", "slice", "cavi")
@@ -254,7 +254,8 @@ def run_quickstart(config: str | os.PathLike | dict | None = None,
     cfg = load_config(config)
     out = Path(out or cfg.out)
     previous = out / "data.npz"
-    with run_folder(out, force=force) as folder:
+    inputs = [] if config is None or isinstance(config, dict) else [config]
+    with run_folder(out, force=force, config=as_dict(cfg), inputs=inputs) as folder:
         began, summary = time.perf_counter(), {}
 
         def stage(i: int, text: str) -> float:

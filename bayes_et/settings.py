@@ -24,7 +24,9 @@ Check = Callable[[str, Any], Any]
 
 def fail(key: str, value: Any, allowed: str) -> NoReturn:
     """Raise the one error form for a bad setting."""
-    raise ValueError(f"config key '{key or '<top level>'}': got {value!r}; allowed: {allowed}")
+    shown = repr(value)
+    shown = shown if len(shown) <= 200 else f"{shown[:200]}... ({len(shown)} characters)"
+    raise ValueError(f"config key '{key or '<top level>'}': got {shown}; allowed: {allowed}")
 
 
 # ---------------------------------------------------------------- checks (key, value) -> value
@@ -166,26 +168,96 @@ def as_dict(settings: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(settings)))
 
 
+MAX_NODES = 100_000  # values in one config, aliases expanded (an alias bomb stops here)
+INT_RANGE = (-(2**63), 2**63 - 1)  # what the arrays and keys downstream can hold
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as plain JSON data: duplicate keys refused; timestamps read as strings;
+    binary, sets and other non-JSON types refused."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    loader.flatten_mapping(node)
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node)
+
+
+def _refused(loader: _StrictLoader, node: yaml.Node):
+    raise yaml.constructor.ConstructorError(
+        None, None, f"the YAML type {node.tag} is not allowed (only JSON-like data)",
+        node.start_mark)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+for _tag in ("binary", "set", "omap", "pairs", "timestamp"):
+    _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refused)
+_StrictLoader.yaml_implicit_resolvers = {  # a date is read as the string it is
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def check_plain(value: Any, key: str = "") -> Any:
+    """`value` is plain JSON-like data of bounded size: str keys, finite-size ints, at
+    most MAX_NODES values with aliases expanded; else a ValueError naming the key."""
+    count = 0
+    stack = [(key, value)]
+    while stack:
+        where, item = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ValueError(f"config: more than {MAX_NODES} values (aliases expanded); "
+                             "allowed: a config of ordinary size")
+        if isinstance(item, Mapping):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    fail(where, k, "mapping keys that are strings")
+                stack.append((f"{where}.{k}" if where else k, v))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+        elif isinstance(item, bool) or item is None or isinstance(item, (str, float)):
+            continue
+        elif isinstance(item, int):
+            if not INT_RANGE[0] <= item <= INT_RANGE[1]:
+                fail(where, item, "an integer within [-2**63, 2**63 - 1]")
+        else:
+            fail(where, item, "plain data (mappings, lists, strings, numbers, booleans)")
+    return value
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
-    """A YAML file's content; a syntax error names the file, line and column."""
+    """A YAML file's content as plain data (see `_StrictLoader`, `check_plain`); a syntax
+    error names the file, line and column."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config: no such file {str(path)!r}")
     try:
-        return yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (safe loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ValueError(f"config file {str(path)!r}: YAML syntax error at {where}: "
+        kind = "error" if isinstance(err, yaml.constructor.ConstructorError) else "syntax error"
+        raise ValueError(f"config file {str(path)!r}: YAML {kind} at {where}: "
                          f"{problem}") from None
     except UnicodeDecodeError:
         raise ValueError(f"config file {str(path)!r}: not UTF-8 text") from None
+    return check_plain(raw)
 
 
 def read_config(source: str | os.PathLike | Mapping) -> dict:
     """A config as a fresh dict: a deep copy of `source`, or the YAML file it names."""
-    raw = json.loads(json.dumps(source)) if isinstance(source, Mapping) else read_yaml(source)
+    if isinstance(source, Mapping):
+        raw = json.loads(json.dumps(check_plain(dict(source))))
+    else:
+        raw = read_yaml(source)
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         fail("", raw, "a mapping of config keys")
@@ -334,8 +406,9 @@ class AuditSettings:
 
 @dataclasses.dataclass(frozen=True)
 class SolverSettings:
-    """CAVI: sweeps, tolerance on the relative change of eta, damping, function draws, and
-    the audit (None: no audit; the oracles are named per factor beside the network)."""
+    """CAVI: sweeps, tolerance on the relative fixed-point residual (the undamped change of
+    eta, so damping never fakes convergence), damping, function draws, and the audit
+    (None: no audit; the oracles are named per factor beside the network)."""
 
     max_iter: int = setting(100, integer(1, 10**7))
     tol: float = setting(1e-6, number(0.0))

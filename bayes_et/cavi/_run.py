@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import yaml
 
-from bayes_et._files import run_folder, write_json, write_text
+from bayes_et._files import check_name, run_folder, write_json, write_text
 from bayes_et._versions import package_versions
 from bayes_et.data import Dataset, moments_dataset, save_dataset
 from bayes_et.expfam import family_spec
@@ -181,6 +181,8 @@ def load_cavi_config(source: str | os.PathLike | dict) -> CAVIConfig:
     """(model, providers, solver settings, audit) from a CAVI config (YAML file or dict)."""
     cfg = known_keys("", read_config(source), KEYS)
     model = _model(cfg)
+    for name in model.names:  # they name files: fallback-NAME.npz, audit-NAME.npz, ...
+        check_name("factor name", name)
     providers_cfg = cfg.get("providers") or {}
     known_keys("providers", providers_cfg, set(model.names))
     providers = {name: _provider(name, family, providers_cfg.get(name, "exact"))
@@ -252,7 +254,11 @@ def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = N
     number(0.0, 10.0)("--region-margin", region_margin)
     name = "cavi" if isinstance(config, dict) else Path(config).stem
     out = Path(out or Path("runs") / f"cavi-{name}")
-    with run_folder(out, force=force) as folder:
+    networks = [spec["network"] for spec in (raw.get("providers") or {}).values()
+                if isinstance(spec, dict) and isinstance(spec.get("network"), str)]
+    inputs = networks + ([] if isinstance(config, dict) else [config])
+    with run_folder(out, force=force, config=[raw, region, region_num, region_margin],
+                    inputs=inputs) as folder:
         result = run_cavi(model, providers, key=jax.random.key(solver.seed), progress=progress,
                           audit=audit, **solver_arguments(solver))
         write_json(folder / "result.json", {"config": raw, **result.to_json()})

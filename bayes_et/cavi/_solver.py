@@ -203,13 +203,16 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key, max_ite
         new_flags, change = [], jnp.zeros((), dtype)
         for i in range(n):
             family = model.families[i]
+            target = model.target(i, tuple(means))
             new, bits = jax.vmap(lambda o, t, f=family: _shortened_step(f, o, t, damping))(
-                etas[i], model.target(i, tuple(means)))
+                etas[i], target)
             salt = (it + 1) * 2 * n + i
             moments = evaluate(i, new, salt, force[i] | (switches[i] >= MAX_SWITCHES))
             switches[i] = switches[i] + (_by_fallback(moments.flags)
                                          != _by_fallback(flags[i])).astype(jnp.int32)
-            moved = jnp.max(jnp.abs(new - etas[i]), -1) / jnp.maximum(
+            # convergence is judged on the fixed-point residual (the undamped step), never
+            # on the damped or shortened one: a small step is not a fixed point
+            moved = jnp.max(jnp.abs(target - etas[i]), -1) / jnp.maximum(
                 1.0, jnp.max(jnp.abs(etas[i]), -1))
             change = jnp.maximum(change, jnp.max(moved))
             if track_elbo:

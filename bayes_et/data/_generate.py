@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -15,7 +16,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from bayes_et._files import check_output_file, write_text
+from bayes_et._files import check_output_file, exclusive, fingerprint, write_text
 from bayes_et._versions import package_versions
 from bayes_et.expfam import (
     ExponentialFamily,
@@ -92,26 +93,36 @@ def generate(
     (`jax.distributed`), all compute and process 0 writes.
     """
     cfg = load_data_config(config)
+    writer = jax.process_index() == 0  # with several hosts, one writes (a shared folder)
+    with exclusive(Path(out)) if writer else contextlib.nullcontext():
+        return _generate(cfg, config, Path(out), resume, force, progress, writer)
+
+
+def _generate(cfg: DataSettings, config, out: Path, resume: bool, force: bool,
+              progress: bool, writer: bool) -> Path:
     family = build_family(cfg.family)
     method = resolve_method(family, cfg.method)
     record = as_dict(cfg)
     fingerprint = _config_fingerprint(cfg)
-    out = Path(out)
     if resume and not force and out.is_file():
         finished = load_dataset(out)
         if finished.metadata.get("config") != record:
             raise ValueError(f"--resume: {out} is finished and was made from another config; "
                              "pass --force to replace it, or choose another --out")
         return out
-    check_output_file(out, force=force)
+    check_output_file(out, force=force,
+                      inputs=[config] if isinstance(config, (str, os.PathLike)) else ())
     parts = out.with_name(out.name + ".parts")
     manifest = parts / "manifest.json"
     if parts.is_symlink() or (parts.exists() and not parts.is_dir()):
         raise ValueError(f"--out: {parts} is in the way (a file or a link); remove it")
     if parts.exists():
         previous = _fingerprint(manifest)
+        if previous is None and any(parts.iterdir()):
+            raise ValueError(f"--out: {parts} is in the way and was not made by bayes_et "
+                             "(no manifest); remove it")
         if force or previous is None:
-            shutil.rmtree(parts)  # an unusable or unwanted earlier start: begin afresh
+            shutil.rmtree(parts)  # an unwanted earlier start: begin afresh
         elif not resume:
             raise ValueError(f"--out: unfinished run found in {parts}; pass --resume to "
                              "continue it or --force to start afresh")
@@ -120,7 +131,6 @@ def generate(
                              "--force to start afresh")
     eta = design_eta(family, cfg.eta.num, design=cfg.eta.design,
                      box=box_arrays(family, cfg.eta.box), seed=cfg.seed)
-    writer = jax.process_index() == 0  # with several hosts, one writes (a shared folder)
     if writer and not parts.exists():
         parts.mkdir(parents=True)
         write_text(manifest, json.dumps({"fingerprint": fingerprint,
@@ -166,21 +176,23 @@ def generate_into(config: str | Path | dict | DataSettings, target: Path, *,
     folder): kept if finished from the same config, resumed if started, replaced if
     another config left it."""
     cfg = load_data_config(config)
+    parts = target.with_name(target.name + ".parts")
     if target.is_file():
         try:
             same = load_dataset(target, check=False).metadata.get("config") == as_dict(cfg)
         except ValueError:
             same = False
         if same:
+            if parts.is_dir():  # killed after the dataset was written, before this went
+                shutil.rmtree(parts)
             return target
         target.unlink()
-    parts = target.with_name(target.name + ".parts")
     stale = parts.is_dir() and _fingerprint(parts / "manifest.json") != _config_fingerprint(cfg)
     return generate(cfg, target, resume=True, force=stale, progress=progress)
 
 
 def _config_fingerprint(cfg: DataSettings) -> str:
-    return hashlib.sha256(json.dumps(as_dict(cfg), sort_keys=True).encode()).hexdigest()
+    return fingerprint(as_dict(cfg))
 
 
 def _fingerprint(manifest: Path) -> str | None:

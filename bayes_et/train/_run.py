@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from bayes_et._files import check_output_file, run_folder, write_json, write_text
+from bayes_et._files import carry, check_output_file, run_folder, write_json, write_text
 from bayes_et.data import (
     DataFlag,
     Dataset,
@@ -67,7 +67,9 @@ def _dataset(source: str, folder: Path, previous: Path | None,
     dataset of the `previous` run folder is reused when it came from the same config."""
     if not source.endswith((".yaml", ".yml")):
         data = load_dataset(source)
-        return data, family_from_record(data.metadata.get("family"), family, "data family")
+        fam = family_from_record(data.metadata.get("family"), family, "data family")
+        carry(Path(source), folder / "data.npz")  # the run holds its rows
+        return data, fam
     cfg = load_data_config(source)
     target = folder / "data.npz"
     if previous is not None and (previous / "data.npz").is_file() and not target.exists():
@@ -216,7 +218,9 @@ def train_run(config: str | os.PathLike | dict | TrainSettings, *, data: str | N
     name = Path(config).stem if isinstance(config, (str, os.PathLike)) else cfg.architecture
     out = Path(out or Path("runs") / f"{name}-{Path(source).stem}")
     previous = out if out.is_dir() else None
-    with run_folder(out, force=force) as folder:
+    inputs = [source] + ([config] if isinstance(config, (str, os.PathLike)) else [])
+    with run_folder(out, force=force, config=[as_dict(cfg), source],
+                    inputs=inputs) as folder:
         dataset, fam = _dataset(source, folder, previous, family)
         _train_into(folder, cfg, dataset, fam, source, progress)
     return out
@@ -409,10 +413,15 @@ def extend_run(run_dir: str | os.PathLike, data: str | os.PathLike | list = (), 
     if not parts and not cfg.active.rounds:
         raise ValueError("--data: nothing to add (no rows, no active.rounds in the config)")
     source = hyperparams["data"]
-    original = run_dir / "data.npz" if (run_dir / "data.npz").is_file() else Path(source)
-    dataset = load_dataset(original)
+    if not (run_dir / "data.npz").is_file() and not Path(source).is_absolute():
+        raise ValueError(f"run_dir: {run_dir} holds no data.npz and records its data by the "
+                         f"relative path {source!r}; retrain it with this version")
+    dataset = load_dataset(run_dir / "data.npz" if (run_dir / "data.npz").is_file()
+                           else source)
     out = Path(out or f"{run_dir}-extended")
-    with run_folder(out, force=force) as folder:
+    with run_folder(out, force=force, config=[str(run_dir), [str(p) for p in paths],
+                                              as_dict(cfg)],
+                    inputs=[run_dir, *paths]) as folder:
         for name in ("data.npz", CALIBRATION):
             if (run_dir / name).is_file() and not (folder / name).exists():
                 os.link(run_dir / name, folder / name)

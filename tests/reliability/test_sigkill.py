@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from bayes_et._files import MARKER
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,7 +50,8 @@ def test_train_killed_leaves_no_mixed_folder_and_reruns(tmp_path):
     assert result.returncode == 0, result.stderr
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert names == {"data.npz", "model.eqx", "metrics.json", "history.csv",
-                     "learning_curves.png", "calibration.png"}
+                     "learning_curves.png", "calibration.png", MARKER}
+    assert not (tmp_path / "run" / "data.npz.parts").exists()
     assert not staging.exists()
 
 
@@ -59,5 +62,6 @@ def test_cavi_killed_leaves_no_mixed_folder_and_reruns(tmp_path):
     assert not (tmp_path / "out").exists()
     result = cli("cavi", config, "--out", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"result.json", "cavi.png"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"result.json", "cavi.png",
+                                                              MARKER}
     assert not staging.exists()

@@ -1,0 +1,359 @@
+"""Nothing lost, nothing faked: concurrent runs, staging folders of other configs, names that
+become paths, --force on special files and inputs, runs that carry their data, convergence
+that damping cannot fake, and a strict YAML reader. Each class is tried with several cases
+(other commands, names, keys) rather than one example; every refusal is exit status 2 with
+one line and leaves the files as they were."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_faults import GAMMA, TINY_TRAIN, fails, snapshot, write_yaml
+
+from bayes_et import cli
+from bayes_et._files import MARKER, check_name, exclusive, fingerprint, run_folder, write_text
+from bayes_et.cavi import examples, load_cavi_config, run_cavi
+from bayes_et.data import generate, load_dataset
+from bayes_et.data._generate import generate_into
+from bayes_et.train import train_run
+
+ROOT = Path(__file__).resolve().parents[2]
+NORMAL_GAMMA = str(ROOT / "configs/cavi/normal_gamma.yaml")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A Gamma dataset and a tiny run trained on it (read-only for the scenarios)."""
+    root = tmp_path_factory.mktemp("lost")
+    data = generate(GAMMA, root / "gamma.npz", progress=False)
+    run = train_run(TINY_TRAIN, data=str(data), out=root / "run", progress=False)
+    return {"root": root, "data": data, "run": run,
+            "train": write_yaml(root, "tiny.yaml", TINY_TRAIN),
+            "gamma": write_yaml(root, "gamma.yaml", GAMMA)}
+
+
+def commands(work, out: Path) -> dict[str, list[str]]:
+    """One invocation of each command that writes `out`."""
+    return {
+        "generate": ["generate", str(work["gamma"]), "--out", str(out)],
+        "train": ["train", str(work["train"]), "--data", str(work["data"]), "--out", str(out)],
+        "extend": ["extend", str(work["run"]), "--data", str(work["data"]), "--out", str(out)],
+        "cavi": ["cavi", NORMAL_GAMMA, "--out", str(out)],
+        "run": ["run", "--out", str(out)],
+    }
+
+
+# ------------------------------------------------------------------ 1. concurrent runs
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "extend", "cavi", "run"])
+def test_a_second_run_into_an_output_being_written_stops_at_once(command, work, tmp_path,
+                                                                 capsys):
+    out = tmp_path / ("out.npz" if command == "generate" else "out")
+    with exclusive(out):  # another run holds the output
+        fails(capsys, commands(work, out)[command], "being written by another bayes-et run")
+    assert not out.exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_two_processes_into_one_out_one_wins_whole(tmp_path):
+    argv = [sys.executable, "-m", "bayes_et.cli", "cavi", NORMAL_GAMMA, "--out", "out"]
+    procs = [subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "Traceback" not in loser and ("being written" in loser or "exists" in loser), loser
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"result.json", "cavi.png", MARKER}
+    json.loads((tmp_path / "out" / "result.json").read_text())
+
+
+def test_the_final_rename_refuses_an_output_that_appeared_meanwhile(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="exists and is not empty"), \
+            run_folder(out, force=False, config={"a": 1}) as folder:
+        write_text(folder / "mine.txt", "mine")
+        out.mkdir()
+        (out / "theirs.txt").write_text("theirs")
+    assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
+    assert (tmp_path / ".out.partial" / "mine.txt").is_file()  # kept for a rerun
+
+
+# ------------------------------------------------------------------ 2. staging folders
+
+
+def _stale_staging(out: Path, files: dict[str, bytes], config=None, marked=True) -> Path:
+    staging = out.parent / f".{out.name}.partial"
+    staging.mkdir()
+    if marked:
+        (staging / MARKER).write_text(json.dumps({"fingerprint": fingerprint(config)}))
+    for name, data in files.items():
+        (staging / name).write_bytes(data)
+    return staging
+
+
+@pytest.mark.parametrize(("command", "stale"), [
+    ("cavi", "fallback-mu.npz"), ("cavi", "data-mu.yaml"), ("train", "added.npz"),
+    ("extend", "calibration.npz")])
+def test_a_killed_run_of_another_config_is_never_shipped(command, stale, work, tmp_path,
+                                                         capsys):
+    out = tmp_path / "out"
+    staging = _stale_staging(out, {stale: b"another config's"}, config={"other": True})
+    argv = commands(work, out)[command]
+    fails(capsys, argv, "killed run of another config", "--force")
+    assert (staging / stale).read_bytes() == b"another config's"  # refused: untouched
+    capsys.readouterr()
+    assert cli.main([*argv, "--force"]) == 0
+    assert not (out / stale).exists() or (out / stale).read_bytes() != b"another config's"
+
+
+def test_a_killed_run_of_the_same_config_is_resumed(tmp_path):
+    out, config = tmp_path / "out", {"kind": "test", "n": 3}
+    with pytest.raises(RuntimeError), run_folder(out, force=False, config=config) as folder:
+        write_text(folder / "chunk.txt", "done before the kill")
+        raise RuntimeError("killed")
+    with run_folder(out, force=False, config=config) as folder:
+        assert (folder / "chunk.txt").read_text() == "done before the kill"
+    assert (out / "chunk.txt").is_file() and (out / MARKER).is_file()
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_staging_folder_bayes_et_did_not_make_is_never_deleted(force, tmp_path, capsys):
+    out = tmp_path / "out"
+    staging = _stale_staging(out, {"thesis.tex": b"years of work"}, marked=False)
+    fails(capsys, ["cavi", NORMAL_GAMMA, "--out", str(out)] + ["--force"] * force,
+          "not made by bayes_et")
+    assert (staging / "thesis.tex").read_bytes() == b"years of work"
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_generate_never_deletes_a_parts_folder_without_manifest(force, work, tmp_path, capsys):
+    out = tmp_path / "d.npz"
+    parts = tmp_path / "d.npz.parts"
+    parts.mkdir()
+    (parts / "notes.txt").write_text("mine")
+    fails(capsys, ["generate", str(work["gamma"]), "--out", str(out)] + ["--force"] * force,
+          "not made by bayes_et")
+    assert (parts / "notes.txt").read_text() == "mine"
+
+
+def test_a_finished_dataset_drops_its_leftover_parts(tmp_path):
+    """Killed after OUT.npz was written but before OUT.npz.parts went: the rerun keeps the
+    dataset and removes the parts (they would be shipped in the run folder)."""
+    target = tmp_path / "data.npz"
+    generate(GAMMA, target, progress=False)
+    parts = tmp_path / "data.npz.parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text(json.dumps({"fingerprint": "x"}))
+    before = target.read_bytes()
+    generate_into(GAMMA, target, progress=False)
+    assert target.read_bytes() == before and not parts.exists()
+
+
+# ------------------------------------------------------------------ 3. names that become paths
+
+HOSTILE_NAMES = ["a/../../victim", "../up", ".hidden", "-rf", "a b", "", "x" * 65, "névé",
+                 "a\nb", "a\\b", "con:x", "a/b"]
+
+
+def _two_factor_config(name: str) -> dict:
+    return {"model": {
+        "factors": {name: {"family": "Gaussian", "eta0": [0.0, -0.5]},
+                    "b": {"family": "Gaussian", "eta0": [0.0, -0.5]}},
+        "couplings": [{"factors": [name, "b"], "A": [[0.3, 0.0], [0.0, 0.0]]}]}}
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=[repr(n) for n in HOSTILE_NAMES])
+def test_a_factor_name_that_cannot_name_a_file_is_refused_before_work(name, tmp_path, capsys):
+    with pytest.raises(ValueError, match="factor name: .* cannot name a file; allowed"):
+        load_cavi_config(_two_factor_config(name))
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps(_two_factor_config(name)))  # JSON is YAML
+    before = snapshot(tmp_path.parent)
+    fails(capsys, ["cavi", str(config), "--out", str(tmp_path / "out"), f"--region={name}"],
+          "cannot name a file")
+    assert snapshot(tmp_path.parent) == before
+
+
+@pytest.mark.parametrize("name", ["mu", "z_1", "Tau-2", "x" * 64, "_"])
+def test_names_within_the_rule_are_accepted(name):
+    assert check_name("factor name", name) == name
+    model = load_cavi_config(_two_factor_config(name)).model
+    assert run_cavi(model).converged
+
+
+# ------------------------------------------------------------------ 4. --force and inputs
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "cavi"])
+def test_force_never_replaces_a_special_file(command, work, tmp_path, capsys):
+    out = tmp_path / ("fifo.npz" if command == "generate" else "fifo")
+    os.mkfifo(out)
+    argv = commands(work, out)[command] + ["--force"]
+    fails(capsys, argv, str(out))
+    assert stat.S_ISFIFO(out.stat().st_mode)
+
+
+def test_force_never_writes_over_the_config_it_reads(work, tmp_path, capsys):
+    config = write_yaml(tmp_path, "gamma.npz", GAMMA)  # a config with an .npz name
+    before = config.read_bytes()
+    fails(capsys, ["generate", str(config), "--out", str(config), "--force"], "input")
+    assert config.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["train", "extend", "cavi"])
+def test_force_never_deletes_a_folder_holding_the_commands_inputs(command, work, tmp_path,
+                                                                  capsys):
+    out = tmp_path / "out"
+    if command == "extend":
+        out = work["run"]
+        argv = ["extend", str(out), "--data", str(work["data"]), "--out", str(out)]
+    elif command == "train":
+        out.mkdir()
+        data = out / "d.npz"
+        data.write_bytes(work["data"].read_bytes())
+        (out / MARKER).write_text("{}")
+        argv = ["train", str(work["train"]), "--data", str(data), "--out", str(out)]
+    else:
+        out.mkdir()
+        config = out / "c.yaml"
+        config.write_text(Path(NORMAL_GAMMA).read_text())
+        (out / MARKER).write_text("{}")
+        argv = ["cavi", str(config), "--out", str(out)]
+    before = snapshot(out)
+    fails(capsys, [*argv, "--force"], "an input of this command")
+    assert snapshot(out) == before
+
+
+def test_force_replaces_only_folders_bayes_et_wrote(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("not bayes_et's")
+    fails(capsys, ["cavi", NORMAL_GAMMA, "--out", str(out), "--force"],
+          "not written by bayes_et")
+    assert (out / "notes.txt").read_text() == "not bayes_et's"
+    capsys.readouterr()
+    assert cli.main(["cavi", NORMAL_GAMMA, "--out", str(tmp_path / "ours")]) == 0
+    assert cli.main(["cavi", NORMAL_GAMMA, "--out", str(tmp_path / "ours"), "--force"]) == 0
+
+
+@pytest.mark.parametrize("out", ["", "."])
+def test_an_empty_or_current_folder_out_is_refused(out, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fails(capsys, ["cavi", NORMAL_GAMMA, "--out", out, "--force"], "--out")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_files_honour_the_umask(mask, tmp_path):
+    old = os.umask(mask)
+    try:
+        written = write_text(tmp_path / "a.txt", "x")
+        generated = generate(GAMMA, tmp_path / "d.npz", progress=False)
+    finally:
+        os.umask(old)
+    for path in (written, generated):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+# ------------------------------------------------------------------ 5. runs carry their data
+
+
+def test_a_run_keeps_its_rows_and_extend_finds_them_from_any_folder(work, tmp_path,
+                                                                    monkeypatch):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    generate(GAMMA, first / "d.npz", progress=False)
+    generate({**GAMMA, "eta": {"num": 300}, "seed": 5}, second / "d.npz", progress=False)
+    monkeypatch.chdir(first)
+    run = train_run(TINY_TRAIN, data="d.npz", out="run", progress=False)
+    assert len(load_dataset(run / "data.npz")) == 200  # carried in the run
+    monkeypatch.chdir(second)  # the same relative path names 300 other rows here
+    out = cli.main(["extend", str(first / "run"), "--data", str(work["data"]), "--out",
+                    str(tmp_path / "ext")])
+    assert out == 0
+    metrics = json.loads((tmp_path / "ext" / "metrics.json").read_text())
+    assert metrics["num_rows"] == 200 and metrics["added_rows"] == 200
+
+
+# ------------------------------------------------------------------ 6. convergence
+
+
+@pytest.mark.parametrize("model", ["normal_gamma", "quartic_prior", "random_effects"])
+def test_damping_cannot_fake_convergence(model):
+    build = {
+        "normal_gamma": lambda: examples.normal_gamma(examples.simulate(20, 1.0, 1.0, 0),
+                                                      0.0, 1.0, 1.0, 1.0),
+        "quartic_prior": lambda: examples.quartic_prior(examples.simulate(5, 0.5, 1.0, 1),
+                                                        [0.0, 2.0, 0.0, -1.0], 2.0, 2.0),
+        "random_effects": lambda: examples.gaussian_random_effects(
+            np.linspace(0.3, 1.5, 12), 0.25, 10.0),
+    }[model]()
+    exact = run_cavi(build, tol=1e-10, max_iter=2000)
+    stuck = run_cavi(build, damping=0.999999, max_iter=50)
+    assert exact.converged and not stuck.converged
+    slow = run_cavi(build, damping=0.8, tol=1e-10, max_iter=5000)
+    assert slow.converged and slow.iterations > exact.iterations
+    for name in exact.names:
+        np.testing.assert_allclose(slow.eta[name], exact.eta[name], rtol=1e-7, atol=1e-9)
+
+
+def test_the_cli_says_not_converged_under_heavy_damping(tmp_path, capsys):
+    config = yaml.safe_load(Path(NORMAL_GAMMA).read_text())
+    config["solver"] = {"damping": 0.999999, "max_iter": 20}
+    path = write_yaml(tmp_path, "c.yaml", config)
+    assert cli.main(["cavi", str(path), "--out", str(tmp_path / "out")]) == 0
+    assert "NOT converged" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["converged"] is False
+
+
+# ------------------------------------------------------------------ 7. a strict YAML reader
+
+BAD_YAML = [
+    ("family: Gamma\nfamily: Beta\n", "duplicate key 'family'"),
+    ("family: Gamma\neta: {num: 5, num: 6}\n", "duplicate key 'num'"),
+    ("family: Gamma\nsampler:\n  num_chains: 4\n  num_chains: 2\n", "line 3"),
+    ("family: Gamma\nseed: !!binary aGVsbG8=\n", "not allowed"),
+    ("family: Gamma\nseed: !!set {a, b}\n", "not allowed"),
+    ("family: Gamma\nseed: !!timestamp 2024-01-01\n", "not allowed"),
+    ("family: Gamma\nseed: !!python/object:os.system {}\n", "YAML error"),
+    ("family: Gamma\neta: {num: 5}\nseed: 2024-01-01\n", "config key 'seed': got '2024-01-01'"),
+    ("family: Gamma\nseed: 9223372036854775808\n", "config key 'seed'"),
+    ("family: Gamma\neta: {num: 1000000000000000000000000000000}\n", "config key 'eta.num'"),
+    ("family: Gamma\n1: 2\n", "strings"),
+    ("family: Gamma\n\"\\e[2Jkey\": 1\n", "is unknown"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_YAML, ids=[m for _, m in BAD_YAML])
+def test_the_yaml_reader_is_strict_and_one_line(text, message, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    line = fails(capsys, ["generate", str(config), "--out", str(tmp_path / "d.npz")], message)
+    assert "\x1b" not in line  # user text is escaped, never sent to the terminal raw
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_an_alias_bomb_is_refused_small(tmp_path, capsys):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    config = tmp_path / "bomb.yaml"
+    config.write_text("\n".join(lines) + "\nexample: normal_gamma\n")
+    fails(capsys, ["cavi", str(config), "--out", str(tmp_path / "out")], "more than")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_cavi", interrupted)
+    assert cli.main(["cavi", NORMAL_GAMMA]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and "interrupted" in err
