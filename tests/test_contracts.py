@@ -58,6 +58,54 @@ def test_family_contract(name):
         np.testing.assert_allclose(quadrature_moments(family, eta)[0], mu, rtol=1e-7, atol=1e-9)
 
 
+def _grid(*axes):
+    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+
+
+# eta reaching the tails and edges of each closed-form family's space (far beyond its box)
+EDGE_GRIDS = {
+    "Gaussian": _grid([-1e4, -50.0, 0.0, 3.0, 1e4], [-1e4, -1.0, -1e-4]),
+    "Gamma": _grid([-0.999, -0.5, 0.0, 10.0, 1e3], [-1e4, -1.0, -1e-3]),
+    "Beta": _grid([-0.999, -0.5, 0.0, 100.0, 1e4], [-0.999, 0.0, 1e4]),
+    "TruncatedNormal": _grid([-2e3, -100.0, -20.0, -3.0, 0.0, 3.0, 100.0],
+                             [-1e3, -1.0, -1e-3]),
+    "VonMises": np.concatenate([[[0.0, 0.0], [1e-6, 0.0]], _grid([-3e3, -1.0, 0.5, 100.0],
+                                                                  [-1e3, 0.0, 2.0])]),
+    "LaplaceProduct": np.array([[0.01, 0.01], [-0.5, 1.0], [5.0, -4.9], [100.0, 100.0],
+                                [1e3, -999.0], [1e-4, 3.0]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_GRIDS))
+def test_closed_forms_match_quadrature_on_the_edges_of_their_space(name):
+    """Every closed form equals the robust quadrature to 1e-8 (relative to |mu| + sd, the
+    quadrature's own error scale) wherever both answer, and answers finite moments at
+    every valid eta of the grid; most of the grid is compared (quadrature refuses only where
+    its search grid cannot hold the mass)."""
+    family = FAMILIES[name]()
+    eta = EDGE_GRIDS[name]
+    assert np.all(np.asarray(family.is_valid_eta(eta))), name
+    mu, cov = exact_moments(family, eta)
+    assert np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))
+    compared = 0
+    for row, m, c in zip(eta, mu, cov, strict=True):
+        try:
+            q, _ = quadrature_moments(family, row)
+        except ValueError:
+            continue
+        scale = np.abs(q) + np.sqrt(np.clip(np.diagonal(c), 0.0, None))
+        assert np.all(np.abs(m - q) <= 1e-8 * scale), (row, m, q)
+        compared += 1
+    assert compared >= 0.6 * len(eta), (compared, len(eta))
+
+
+@pytest.mark.parametrize("kappa", [1e4, 1e6])
+def test_quadrature_that_cannot_meet_its_tolerance_raises(kappa):
+    """The periodic rule at a von Mises too narrow for its grid: an error, not 5e-7 off."""
+    with pytest.raises(ValueError, match="error estimate"):
+        quadrature_moments(FAMILIES["VonMises"](), np.array([0.6 * kappa, 0.8 * kappa]))
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_architecture_contract(name, tmp_path):
     key = jax.random.key(0)

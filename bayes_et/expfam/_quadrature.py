@@ -81,9 +81,11 @@ def _moments_one(family: ExponentialFamily, coarse, eta):
     if family.support.periodic:  # coarse is one period of x: the periodic trapezoid rule
         x = jnp.reshape(coarse, (-1, *family.x_shape))
         stats = family.compute_stats(x)
-        log_h = jax.vmap(family.log_base_measure)(x)
-        mu, cov = _weighted_moments(stats @ eta + log_h, stats)
-        return mu, cov, jnp.zeros((), mu.dtype)
+        log_w = stats @ eta + jax.vmap(family.log_base_measure)(x)
+        mu, cov = _weighted_moments(log_w, stats)
+        half, _ = _weighted_moments(log_w[::2], stats[::2])  # its error bounds this one's
+        sd = jnp.sqrt(jnp.clip(jnp.diagonal(cov), 0.0))
+        return mu, cov, jnp.max(jnp.abs(mu - half) / (jnp.abs(mu) + sd))
     log_w = jax.vmap(lambda v: family.log_density_unconstrained(v, eta))(
         jnp.reshape(coarse, (-1, *family.x_shape))
     )
