@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bayes_et.settings import PipelineSettings, as_dict, fail, parse, read_config
+from bayes_et.settings import NetworkSettings, PipelineSettings, as_dict, fail, parse, read_config
 
 COVERAGE_TARGET = (0.85, 0.95)
 STAGES = ("generate", "train", "calibration", "slice", "cavi")
@@ -44,7 +44,11 @@ def load_config(source: str | os.PathLike | dict | None = None) -> PipelineSetti
     if "providers" in cfg.cavi:
         fail("cavi.providers", cfg.cavi["providers"], "nothing: the pipeline's network "
              "answers the factor of the data's family, exact moments the others")
-    model = load_cavi_config(cfg.cavi).model
+    model, _, solver, _ = load_cavi_config(cfg.cavi)
+    draws = NetworkSettings.num_samples  # the default weight draws of the pipeline's network
+    if solver.num_draws > draws:
+        fail("cavi.solver.num_draws", solver.num_draws, f"at most {draws} (the network "
+             "provider's weight draws)")
     if not any(type(f) is type(family) for f in model.families):
         fail("cavi", cfg.cavi.get("example", "model"), f"a model with a {family.name} factor "
              "(the family the network learns)")

@@ -58,6 +58,7 @@ CALIBRATION = "calibration.npz"  # the precise calibration set of MCMC data
 CALIBRATION_IDS = 10**9  # sampler ids (and design seed offset) of the calibration set
 GENERATE_BLOCK = 256  # eta per block of new data: mcmc_moments' block (less is padded to it)
 MIN_ROWS = 2  # per split
+DIVERGED_NRMSE = 10.0  # held-out normalised RMSE from which a training has diverged
 
 
 def _dataset(source: str, folder: Path, previous: Path | None,
@@ -293,6 +294,21 @@ def _recorded_data_config(dataset: Dataset, family, key: str = "active") -> Data
     return complete_data_config(parse(DataSettings, raw, "data config"), family)
 
 
+def _check_not_diverged(test: dict[str, Any], cfg: TrainSettings) -> None:
+    """A run whose held-out error is DIVERGED_NRMSE times the targets' own spread or more
+    (or not finite) diverged: an error naming the figure, never a run folder (a short,
+    undertrained run stays near 1)."""
+    name, worst = max(test["nrmse"].items(), key=lambda kv: -np.inf if np.isnan(kv[1])
+                      else kv[1])
+    bad = [k for k, v in test["nrmse"].items() if not np.isfinite(v)]
+    if bad or worst > DIVERGED_NRMSE:
+        shown = f"{bad[0]} is not finite" if bad else f"{name} is {worst:.3g}"
+        lrs = ", ".join(f"{s.name} {s.lr:g}" for s in cfg.stages)
+        raise ValueError(f"training diverged: the held-out normalised RMSE of {shown} (> "
+                         f"{DIVERGED_NRMSE:g}: far worse than the targets' mean); lower the "
+                         f"stages' lr ({lrs})")
+
+
 def _curve_point(test: dict[str, Any], num_eta: int) -> dict[str, Any]:
     return {"num_eta": num_eta, "max_nrmse": max(test["nrmse"].values()),
             "coverage_90": test["coverage"]["0.9"], "mean_z2": test["mean_z2"]}
@@ -339,6 +355,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
                     for i, row in enumerate(more)]
     seconds = time.perf_counter() - began
     test = evaluate(model, test_set, family, key_pred, num_samples)
+    _check_not_diverged(test, cfg)
     if curve:  # the last point is the final score
         curve.append(_curve_point(test, len(train_set) + len(val_set)))
     mean, cov = predict(model, val_set.eta, key_pred, num_samples)

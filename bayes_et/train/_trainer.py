@@ -144,5 +144,9 @@ def train(
                 if waited >= stage.patience or not np.isfinite(val_nll):
                     break
         bar.close()
+        if not np.isfinite(best_nll):
+            raise ValueError(f"config key 'stages[{index}]' ({stage.name}): training diverged "
+                             f"(the validation loss was never finite, last {val_nll:.3g}); "
+                             "lower its lr")
         model = best
     return model, history

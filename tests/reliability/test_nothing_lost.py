@@ -357,3 +357,45 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
     assert cli.main(["cavi", NORMAL_GAMMA]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1 and "interrupted" in err
+
+
+# ------------------------------------------------------------------ 8. diverged training
+
+
+@pytest.mark.parametrize(("architecture", "lr"), [("mlp", 10.0), ("mlp", 3.0),
+                                                  ("glu", 10.0), ("quadratic", 10.0)])
+def test_a_diverged_training_is_an_error_not_a_run(architecture, lr, work, tmp_path, capsys):
+    config = write_yaml(tmp_path, "t.yaml", {
+        **TINY_TRAIN, "architecture": architecture,
+        "stages": [{"name": "map", "epochs": 3, "lr": lr}, {"name": "vi", "epochs": 1}]})
+    fails(capsys, ["train", str(config), "--data", str(work["data"]), "--out",
+                   str(tmp_path / "run")], "training diverged", "lr")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_short_undertrained_run_is_not_called_diverged(work):
+    """The tiny runs of the suite stay near the targets' spread: kept, with their metrics."""
+    metrics = json.loads((work["run"] / "metrics.json").read_text())
+    assert max(metrics["test"]["nrmse"].values()) < 10
+
+
+# ------------------------------------------------------------------ 9. checks before work
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"cavi": {"example": "quartic_prior", "arguments": {"eta_prior": [0.0, 2.0, 0.0, -1.0],
+                                                         "a0": 2.0, "b0": 2.0},
+               "data": {"simulate": {"n": 5, "mean": 0.5, "sd": 1.0, "seed": 1}},
+               "solver": {"num_draws": 65}}}, "cavi.solver.num_draws"),
+    ({"slice": {"start": [0.0, 0.0, 0.0, -1.0], "stop": [0.0, 0.0, 0.0, -1.0]}}, "slice"),
+    ({"train": {"architecture": "mlp", "data": "x.npz"}}, "train.data"),
+])
+def test_run_refuses_crossed_settings_before_generating(section, message, tmp_path, capsys):
+    from bayes_et.quickstart import default_config_path
+
+    config = yaml.safe_load(Path(default_config_path()).read_text())
+    for key, value in section.items():
+        config[key] = {**config[key], **value} if key != "cavi" else value
+    path = write_yaml(tmp_path, "run.yaml", config)
+    fails(capsys, ["run", str(path), "--out", str(tmp_path / "out")], message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
