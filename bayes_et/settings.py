@@ -325,9 +325,9 @@ class StageSettings:
 
 @dataclasses.dataclass(frozen=True)
 class LikelihoodSettings:
-    noise_floor: float = setting(1e-4, number(0.0, low_open=True))
+    noise_floor: float = setting(1e-4, number(0.0, 1e3, low_open=True))
     fisher_weight: float = setting(0.0, number(0.0))
-    init_misfit: float = setting(0.1, number(0.0, low_open=True))
+    init_misfit: float = setting(0.1, number(0.0, 1e3, low_open=True))
 
 
 @dataclasses.dataclass(frozen=True)

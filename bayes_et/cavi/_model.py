@@ -319,9 +319,12 @@ def model_from_config(spec: dict[str, Any], arrays: dict[str, Any] | None = None
     model = m.build()
     couplings = {}
     for n, entry in enumerate(spec.get("couplings") or []):
-        if not isinstance(entry, dict) or set(entry) != {"factors", "A"}:
-            raise ValueError(f"model.couplings[{n}]: expected {{factors: [a, b], A: [[...]]}}; "
-                             f"got {entry!r}")
+        pair = entry.get("factors") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or set(entry) != {"factors", "A"} or not (
+                isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(f, str) and f in refs for f in pair)):
+            raise ValueError(f"model.couplings[{n}]: expected {{factors: [a, b], A: [[...]]}} "
+                             f"with a and b factor names of {sorted(refs)}; got {entry!r}"[:300])
         couplings[tuple(entry["factors"])] = entry["A"]
     if couplings:
         model = CAVIModel(dict(m._factors), couplings, m._terms)

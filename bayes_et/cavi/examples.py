@@ -174,6 +174,8 @@ def gaussian_random_effects(data, noise_sd, prior_precision: float, m0: float = 
     whose fixed point is a linear solve (`gaussian_random_effects_fixed_point`)."""
     y = _data(data)
     s = np.broadcast_to(np.asarray(noise_sd, np.float64), y.shape)
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise ValueError(f"noise_sd: must be positive numbers; got {noise_sd!r}"[:200])
     _positive(prior_precision=prior_precision, kappa0=kappa0)
     lam, n = prior_precision, y.size
     m = Model()

@@ -16,12 +16,13 @@ from bayes_et.params import (
     LaplacianParameter,
     sample_all_parameters,
 )
-from bayes_et.settings import boolean, choice, integer, known_keys, number
+from bayes_et.settings import boolean, choice, fail, integer, known_keys, number
 
 PARAM_TYPES = {"gaussian": GaussianParameter, "laplacian": LaplacianParameter}
 ACTIVATIONS = {"tanh": jax.nn.tanh, "gelu": jax.nn.gelu, "silu": jax.nn.silu,
                "softplus": jax.nn.softplus}
 PARAM_DEFAULTS = {"bayesian": True, "param_type": "gaussian", "init_stdv": 1e-3}
+MAX_WEIGHTS = 2 * 10**8  # a network larger than this is refused before it is built
 
 
 class Standardizer(eqx.Module):
@@ -98,11 +99,20 @@ def check_config(name: str, config: dict[str, Any], defaults: dict[str, Any]) ->
     known_keys("network", config, set(defaults))
     cfg = {**defaults, **config}
     checks = {"param_type": choice(*PARAM_TYPES), "activation": choice(*ACTIVATIONS),
-              "init_stdv": number(0.0, low_open=True), "bayesian": boolean}
+              "init_stdv": number(0.0, 10.0, low_open=True), "bayesian": boolean,
+              "adaptive": boolean, "strong_convexity": number(0.0, 1e3),
+              "epsilon": number(0.0, 1.0, low_open=True),
+              "max_log_scale": number(0.0, 20.0, low_open=True),
+              "rtol": number(0.0, 1.0, low_open=True), "atol": number(0.0, 1.0, low_open=True)}
     checks.update({k: integer(1, 4096) for k in ("width", "depth", "num_layers", "num_steps")})
     for key, check in checks.items():
         if key in cfg:
             check(f"network.{key}", cfg[key])
+    size = cfg.get("width", 1) ** 2 * cfg.get("depth", 1) * cfg.get("num_layers", 1)
+    if size > MAX_WEIGHTS:
+        fail("network", {k: cfg[k] for k in ("width", "depth", "num_layers") if k in cfg},
+             f"about width^2 x depth x num_layers <= {MAX_WEIGHTS:.0e} weights (this asks "
+             f"{size:.1e})")
     return cfg
 
 

@@ -19,14 +19,17 @@ ARCHITECTURES: dict[str, tuple[type[AbstractET], dict[str, Any]]] = {
     "convex_potential": (ConvexPotentialET, CONVEX_DEFAULTS),
 }
 
+MAX_ETA_DIM = 10_000  # checked before a network (of a model file's header) is built
+
 
 def build(name: str, eta_dim: int, config: dict[str, Any] | None, key, **kwargs) -> AbstractET:
     """An ET network `name` for eta of dimension `eta_dim`; `config` overrides the
     architecture's defaults (``{}`` gives working ones)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"et: unknown architecture {name!r}; allowed: {sorted(ARCHITECTURES)}")
-    if not (isinstance(eta_dim, int) and eta_dim >= 1):
-        raise ValueError(f"et.{name}: eta_dim={eta_dim!r}; allowed: an int >= 1")
+    if not (isinstance(eta_dim, int) and 1 <= eta_dim <= MAX_ETA_DIM):
+        raise ValueError(f"et.{name}: eta_dim={eta_dim!r}; allowed: an int in [1, "
+                         f"{MAX_ETA_DIM}]")
     cls, defaults = ARCHITECTURES[name]
     return cls(eta_dim, check_config(name, dict(config or {}), defaults), key, **kwargs)
 

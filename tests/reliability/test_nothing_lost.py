@@ -399,3 +399,54 @@ def test_run_refuses_crossed_settings_before_generating(section, message, tmp_pa
     path = write_yaml(tmp_path, "run.yaml", config)
     fails(capsys, ["run", str(path), "--out", str(tmp_path / "out")], message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
+
+
+# ------------------------------------------------------------------ 10. inputs checked, sized
+
+
+PAIR = {"a": {"family": "Gaussian", "eta0": [0.0, -0.5]},
+        "b": {"family": "Gaussian", "eta0": [0.0, -0.5]}}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"likelihood": {"noise_floor": 1e300}}, "likelihood.noise_floor"),
+    ({"likelihood": {"init_misfit": 1e300}}, "likelihood.init_misfit"),
+    ({"architecture": "convex_potential", "network": {"strong_convexity": -5}},
+     "network.strong_convexity"),
+    ({"architecture": "geometric_flow", "network": {"rtol": float("nan")}}, "network.rtol"),
+    ({"architecture": "glow", "network": {"max_log_scale": 1e9}}, "network.max_log_scale"),
+    ({"network": {"width": 4096, "depth": 4096}}, "weights"),
+])
+def test_network_and_likelihood_options_are_checked_before_work(change, message, work,
+                                                                tmp_path, capsys):
+    config = write_yaml(tmp_path, "t.yaml", {**TINY_TRAIN, **change})
+    fails(capsys, ["train", str(config), "--data", str(work["data"]), "--out",
+                   str(tmp_path / "run")], message)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".txt", ".npz"])
+def test_data_that_is_not_a_dataset_is_one_line(suffix, tmp_path, capsys):
+    path = tmp_path / f"x{suffix}"
+    if suffix == ".npy":
+        np.save(path, np.zeros(3))
+    else:
+        path.write_text("1, 2, 3\n")
+    fails(capsys, ["train", str(ROOT / "configs/train/mlp.yaml"), "--data", str(path),
+                   "--out", str(tmp_path / "run")], "not an .npz file")
+
+
+@pytest.mark.parametrize("config", [
+    {"model": {"factors": PAIR, "couplings": [{"factors": "ab", "A": [[0.3, 0], [0, 0]]}]}},
+    {"model": {"factors": PAIR, "couplings": [{"factors": [["a"], "b"], "A": [[1, 0], [0, 0]]}]}},
+    {"model": {"factors": PAIR, "couplings": [{"factors": ["a", "c"], "A": [[1, 0], [0, 0]]}]}},
+    {"example": "gaussian_random_effects", "arguments": {"noise_sd": -1, "prior_precision": 1.0},
+     "data": [1.0, 2.0]},
+    {"example": "gaussian_random_effects", "arguments": {"noise_sd": 0, "prior_precision": 1.0},
+     "data": [1.0, 2.0]},
+], ids=["string pair", "nested list", "unknown factor", "negative noise_sd", "zero noise_sd"])
+def test_a_malformed_model_is_one_line(config, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(config))
+    fails(capsys, ["cavi", str(path), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
