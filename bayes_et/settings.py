@@ -170,6 +170,7 @@ def as_dict(settings: Any) -> dict:
 
 MAX_NODES = 100_000  # values in one config, aliases expanded (an alias bomb stops here)
 INT_RANGE = (-(2**63), 2**63 - 1)  # what the arrays and keys downstream can hold
+SEED_MAX = 2**32 - 1  # seeds: offsets added to them stay within int64
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -274,8 +275,8 @@ class SamplerSettings:
 
     kernel: str = setting("nuts", choice("nuts", "chees"))
     num_chains: int = setting(4, integer(2, 1024))
-    num_warmup: int = setting(500, integer(1))
-    num_samples: int = setting(1000, integer(4))
+    num_warmup: int = setting(500, integer(1, 10**6))
+    num_samples: int = setting(1000, integer(4, 10**7))
     target_accept: float = setting(0.8, number(0.0, 1.0, low_open=True, high_open=True))
     rhat_max: float = setting(1.01, number(1.0, 10.0, low_open=True))
     ess_min: float = setting(400.0, number(0.0))
@@ -307,8 +308,8 @@ class DataSettings:
     eta: EtaSettings = setting(check=nested(EtaSettings))
     method: str = setting("auto", choice("auto", "closed_form", "quadrature", "mcmc"))
     sampler: SamplerSettings = setting(SamplerSettings(), nested(SamplerSettings))
-    chunk_size: int = setting(512, integer(1))
-    seed: int = setting(0, integer(0))
+    chunk_size: int = setting(512, integer(1, 10**7))
+    seed: int = setting(0, integer(0, SEED_MAX))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,10 +317,10 @@ class StageSettings:
     """One training stage: map (means), vi (widths) or joint."""
 
     name: str = setting(check=choice("map", "vi", "joint"))
-    epochs: int = setting(check=integer(1))
+    epochs: int = setting(check=integer(1, 10**7))
     lr: float = setting(3e-3, number(0.0, 10.0, low_open=True))
     warmup: float = setting(0.05, number(0.0, 1.0))
-    patience: int = setting(50, integer(1))
+    patience: int = setting(50, integer(1, 10**7))
     num_mc: int = setting(1, integer(1, 1024))
 
 
@@ -379,9 +380,9 @@ class TrainSettings:
     architecture: str = setting(check=_architecture)
     data: str | None = setting(None, optional(text))
     network: dict = setting(check=mapping, factory=dict)
-    seed: int = setting(0, integer(0))
+    seed: int = setting(0, integer(0, SEED_MAX))
     split: tuple[float, float, float] = setting((0.8, 0.1, 0.1), _split)
-    batch_size: int = setting(256, integer(1))
+    batch_size: int = setting(256, integer(1, 10**7))
     optimizer: str = setting("adam", choice("adam", "natural_sgd"))
     clip_norm: float = setting(1.0, number(0.0, low_open=True))
     prior_scale: float = setting(1.0, number(0.0, low_open=True))
@@ -401,7 +402,7 @@ class AuditSettings:
     factor has fewer), drawn without replacement with NumPy's generator `seed`."""
 
     members: int = setting(30, integer(1, 10**8))
-    seed: int = setting(0, integer(0, 2**63 - 1))
+    seed: int = setting(0, integer(0, SEED_MAX))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,7 +415,7 @@ class SolverSettings:
     tol: float = setting(1e-6, number(0.0))
     damping: float = setting(0.0, number(0.0, 1.0, high_open=True))
     num_draws: int = setting(0, integer(0, 100_000))
-    seed: int = setting(0, integer(0))
+    seed: int = setting(0, integer(0, SEED_MAX))
     track_elbo: bool = setting(True, boolean)
     audit: AuditSettings | None = setting(None, optional(nested(AuditSettings)))
 

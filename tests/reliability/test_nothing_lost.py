@@ -450,3 +450,14 @@ def test_a_malformed_model_is_one_line(config, tmp_path, capsys):
     path.write_text(json.dumps(config))
     fails(capsys, ["cavi", str(path), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"seed": 2**32}, "seed"), ({"chunk_size": 10**8}, "chunk_size"),
+    ({"sampler": {"num_warmup": 10**9}}, "sampler.num_warmup"),
+    ({"sampler": {"num_samples": 10**9}}, "sampler.num_samples"),
+])
+def test_integers_are_bounded_to_what_the_code_holds(change, key, tmp_path, capsys):
+    config = write_yaml(tmp_path, "d.yaml", {**GAMMA, "method": "mcmc", **change})
+    fails(capsys, ["generate", str(config), "--out", str(tmp_path / "d.npz")],
+          f"config key '{key}'")
