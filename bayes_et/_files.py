@@ -140,24 +140,20 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def carry(source: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """`source`'s bytes at `target` (a run folder keeps the rows it read): a hard link, or
-    an atomic copy across file systems."""
+    """A copy of `source` at `target`, atomically (a run folder keeps the rows it read: a
+    copy, not a link, so a later change to the source in place never reaches the run)."""
     source, target = Path(source), Path(target)
     if target.exists() and os.path.samefile(source, target):
         return target
-    target.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        os.link(source, target)
-    except OSError:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(source, tmp)
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 

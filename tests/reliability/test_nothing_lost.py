@@ -461,3 +461,91 @@ def test_integers_are_bounded_to_what_the_code_holds(change, key, tmp_path, caps
     config = write_yaml(tmp_path, "d.yaml", {**GAMMA, "method": "mcmc", **change})
     fails(capsys, ["generate", str(config), "--out", str(tmp_path / "d.npz")],
           f"config key '{key}'")
+
+
+# ------------------------------------------------------------------ 5b. runs carry their data
+
+
+def test_a_run_moved_elsewhere_still_extends(work, tmp_path):
+    moved = tmp_path / "moved"
+    os.rename(train_run(TINY_TRAIN, data=str(work["data"]), out=tmp_path / "run",
+                        progress=False), moved)
+    assert cli.main(["extend", str(moved), "--data", str(work["data"]), "--out",
+                     str(tmp_path / "ext")]) == 0
+    assert json.loads((tmp_path / "ext" / "metrics.json").read_text())["num_rows"] == 200
+
+
+@pytest.mark.parametrize("change", ["rewritten", "deleted"])
+def test_a_runs_rows_do_not_follow_its_source(change, tmp_path):
+    source = generate(GAMMA, tmp_path / "d.npz", progress=False)
+    run = train_run(TINY_TRAIN, data=str(source), out=tmp_path / "run", progress=False)
+    before = (run / "data.npz").read_bytes()
+    if change == "rewritten":  # in place, as np.savez does: same inode, new bytes
+        with open(source, "r+b") as f:
+            f.write(b"\0" * 64)
+    else:
+        source.unlink()
+    assert (run / "data.npz").read_bytes() == before
+    assert len(load_dataset(run / "data.npz")) == 200
+
+
+def test_a_data_config_run_holds_its_generated_rows(tmp_path):
+    run = train_run(TINY_TRAIN, data=str(write_yaml(tmp_path, "g.yaml", GAMMA)),
+                    out=tmp_path / "run", progress=False)
+    assert len(load_dataset(run / "data.npz")) == 200
+    assert not (run / "data.npz.parts").exists()
+
+
+# ------------------------------------------------------------------ 6b. convergence
+
+
+def test_an_update_held_at_the_edge_of_the_space_is_not_converged():
+    """log p = -a^2 - b^2 + 3 a^2 b^2: the raw update leaves the space, the shortened one
+    barely moves; its small step is no fixed point."""
+    from bayes_et.cavi import CAVIModel, Factor
+    from bayes_et.expfam import Gaussian
+
+    coupling = np.zeros((2, 2))
+    coupling[1, 1] = 3.0
+    model = CAVIModel({"a": Factor(Gaussian(), [0.0, -1.0]),
+                       "b": Factor(Gaussian(), [0.0, -1.0])}, {("a", "b"): coupling})
+    result = run_cavi(model, max_iter=200, tol=1e-3)
+    assert not result.converged and result.delta[-1] > 1e-3
+
+
+# ------------------------------------------------------------------ 10b. amplification
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("family: \"\\e]0;owned\\a\"\neta: {num: 5}\n", "unknown family"),
+    ("family: Gamma\neta: {num: 5, \"\\e[2J\": 1}\n", "is unknown"),
+    ("family: Gamma\neta: {num: 5}\nmethod: \"\\e[31mred\"\n", "method"),
+])
+def test_control_characters_in_user_text_are_escaped(text, fragment, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    line = fails(capsys, ["generate", str(config), "--out", str(tmp_path / "d.npz")], fragment)
+    assert "\x1b" not in line and "\x07" not in line
+
+
+def test_a_huge_value_is_shown_short(tmp_path, capsys):
+    config = write_yaml(tmp_path, "c.yaml", {**GAMMA, "method": "x" * 10**6})
+    line = fails(capsys, ["generate", str(config), "--out", str(tmp_path / "d.npz")], "method")
+    assert len(line) < 2000
+
+
+def test_a_long_flat_config_is_refused_small(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("family: Gamma\nbig: [" + ", ".join(["1"] * 200_001) + "]\n")
+    fails(capsys, ["generate", str(config), "--out", str(tmp_path / "d.npz")], "more than")
+
+
+@pytest.mark.parametrize(("eta_dim", "network"), [(10**9, {}), (3, {"width": 4096, "depth": 64}),
+                                                  (3, {"width": 10**6})])
+def test_a_network_too_large_is_refused_before_it_is_built(eta_dim, network):
+    import jax
+
+    from bayes_et.et import build
+
+    with pytest.raises(ValueError, match="eta_dim|weights|network.width"):
+        build("mlp", eta_dim, network, jax.random.key(0))
