@@ -205,6 +205,7 @@ def exclusive(final: Path) -> Iterator[None]:
     """Hold the lock of output `final` (.NAME.lock beside it) for the block, or a
     ValueError at once: one bayes_et process at a time writes a given output."""
     path = final.parent / f".{final.name}.lock"
+    _writable_parent(final, "--out")
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
