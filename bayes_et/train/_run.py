@@ -298,15 +298,13 @@ def _check_not_diverged(test: dict[str, Any], cfg: TrainSettings) -> None:
     """A run whose held-out error is DIVERGED_NRMSE times the targets' own spread or more
     (or not finite) diverged: an error naming the figure, never a run folder (a short,
     undertrained run stays near 1)."""
-    name, worst = max(test["nrmse"].items(), key=lambda kv: -np.inf if np.isnan(kv[1])
-                      else kv[1])
-    bad = [k for k, v in test["nrmse"].items() if not np.isfinite(v)]
-    if bad or worst > DIVERGED_NRMSE:
-        shown = f"{bad[0]} is not finite" if bad else f"{name} is {worst:.3g}"
+    bad = {k: v for k, v in test["nrmse"].items() if not v <= DIVERGED_NRMSE}  # NaN too
+    if bad:
+        name, value = next(iter(bad.items()))
         lrs = ", ".join(f"{s.name} {s.lr:g}" for s in cfg.stages)
-        raise ValueError(f"training diverged: the held-out normalised RMSE of {shown} (> "
-                         f"{DIVERGED_NRMSE:g}: far worse than the targets' mean); lower the "
-                         f"stages' lr ({lrs})")
+        raise ValueError(f"training diverged: the held-out normalised RMSE of {name} is "
+                         f"{value:.3g} (> {DIVERGED_NRMSE:g}: far worse than the targets' "
+                         f"mean); lower the stages' lr ({lrs})")
 
 
 def _curve_point(test: dict[str, Any], num_eta: int) -> dict[str, Any]:
