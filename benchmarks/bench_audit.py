@@ -2,6 +2,7 @@
 
     python benchmarks/bench_audit.py [--quick] [--datasets 50] [--audit-datasets 20]
                                      [--audit-seeds 10] [--archs mlp,convex_potential,...]
+                                     [--keep]  (keep the other networks' results)
 
 Model (configs/cavi/poisson_lognormal_cancer.yaml): y_i ~ Poisson(E_i e^{r_i}),
 r_i ~ N(mu, 1/tau), mu ~ N(0, 10^2), tau ~ Gamma(1, 1); the plate z answered by a network with
@@ -211,11 +212,17 @@ def main() -> None:
     parser.add_argument("--audit-datasets", type=int, default=20)
     parser.add_argument("--audit-seeds", type=int, default=10)
     parser.add_argument("--archs", default="mlp,convex_potential,geometric_flow,poor")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the other networks' results in results/audit.json")
     args = parser.parse_args()
     real = examples.cancer_data()
     exposure_range = (real["exposure"].min(), real["exposure"].max())
     data_config(real, exposure_range)
-    result, began = {"solver": SOLVER, "num_draws": NUM_DRAWS, "networks": {}}, time.time()
+    kept = {}
+    if args.keep and (ROOT / "benchmarks" / "results" / "audit.json").is_file():
+        kept = json.loads((ROOT / "benchmarks" / "results" / "audit.json").read_text())[
+            "networks"]
+    result, began = {"solver": SOLVER, "num_draws": NUM_DRAWS, "networks": kept}, time.time()
     for arch in args.archs.split(","):
         run = trained(arch, args.quick)
         metrics = json.loads((run / "metrics.json").read_text())
