@@ -69,8 +69,8 @@ def load_dataset(path: str | os.PathLike, *, check: bool = True) -> Dataset:
     if not path.is_file():
         raise ValueError(f"load_dataset: no such file {str(path)!r}")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"load_dataset: {path} is not an .npz file (a bayes_et dataset is "
-                         "written by bayes-et generate)")
+        raise ValueError(f"load_dataset: {path} is truncated or not an .npz file (a "
+                         "bayes_et dataset is written by bayes-et generate)")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [n for n in (*ARRAYS, "metadata") if n not in data.files]
