@@ -1,4 +1,4 @@
-"""The CAVI solver: one jitted loop of Gauss-Seidel sweeps, vmapped over function draws.
+"""The CAVI solver: one jitted loop of Gauss-Seidel sweeps, mapped over function draws.
 
 Every factor is held as (n_i, d_i) (one row for a single factor, N for a plate) and updated
 with one batched provider call per sweep: members of a plate are conditionally independent
@@ -251,8 +251,10 @@ def _solve_jit(model, providers, start, log_z, force, key, draws, max_iter, tol,
     settings = (max_iter, tol, damping, track_elbo)
     if draws is None:
         return _solve(model, providers, start, log_z, force, None, key, *settings, progress)
-    return jax.vmap(lambda d: _solve(model, providers, start, log_z, force, d, key, *settings,
-                                     False))(draws)
+    # one draw after another: each stops at its own fixed point (vmapped, every draw would
+    # run as many sweeps as the slowest)
+    return jax.lax.map(lambda d: _solve(model, providers, start, log_z, force, d, key,
+                                        *settings, False), draws)
 
 
 def _lay_out(tree):
@@ -406,7 +408,7 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     where a fallback exists, members flagged there are answered by it and the solve goes on.
     `track_elbo`: the ELBO per sweep, free with closed-form log-partitions, else one extra
     provider evaluation per factor per sweep (Simpson's rule along each update). With
-    num_draws = S > 0 the solver also runs, vmapped, on S calibrated function draws of the
+    num_draws = S > 0 the solver also runs, draw after draw, on S calibrated function draws of the
     networks: `result.band()` gives each factor's (and member's) spread of fixed points;
     `linear_response` adds the same draws' fixed points to first order (one linear solve
     per draw, `result.band('eta_linear_response')`). `audit` (an `Audit`): oracles answer a
