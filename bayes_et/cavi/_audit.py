@@ -95,8 +95,8 @@ class AuditResult:
     `mean_lo`, `mean_hi`), the network's mean z^2 at the audited members `z2`
     (per audited factor; NaN where no member was answered by the network), the audited
     `members` (indices), the oracle's answers there (`oracle_eta`, `oracle_mean`),
-    `method` ('rectified sweeps' with exact oracles, 'newton' with a sampling one) and
-    `seconds`."""
+    `method` ('rectified sweeps' with exact oracles, 'newton' with a sampling one or where
+    the rectified sweeps diverged) and `seconds`."""
 
     eta: dict[str, np.ndarray]
     lo: dict[str, np.ndarray]
@@ -311,21 +311,31 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
     z2 = {names[a]: _z2(delta, None if net.cov is None else np.asarray(net.cov, np.float64),
                         cov, np.asarray(net.flags))
           for a, (_, delta, cov, _, _, net) in first.items()}
+    answers, method = first, "newton"
     if all(o.exact for o in oracles.values()):
         # iterate the rectified sweeps to their fixed point (one Newton step is not enough
-        # where a poor network's fixed point is far off), then the interval there
+        # where a poor network's fixed point is far off), then the interval there; where
+        # they leave the space (N/n times a large misfit), the Newton step from the
+        # network's fixed point instead
         swapped = tuple(_rectified(p, oracles.get(i), rows_of.get(i), len(e))
                         for i, (p, e) in enumerate(zip(providers, model.eta0, strict=True)))
-        etas, means = solve(swapped)
-        means = tuple(_answers(providers[i], jnp.asarray(etas[i]), key, False).mean
-                      if i in oracles else m for i, m in enumerate(means))
-        answers = _answers_at(model, providers, oracles, etas, means, rows_of, key,
-                              network=False)  # z^2 is the network's at its own fixed point
-        method = "rectified sweeps"
-    else:
-        answers, method = first, "newton"
+        swept, swept_means = solve(swapped)
+        if all(np.all(np.isfinite(np.asarray(e))) for e in swept):
+            etas = swept
+            means = tuple(_answers(providers[i], jnp.asarray(etas[i]), key, False).mean
+                          if i in oracles else m for i, m in enumerate(swept_means))
+            answers = _answers_at(model, providers, oracles, etas, means, rows_of, key,
+                                  network=False)  # z^2: the network's at its fixed point
+            method = "rectified sweeps"
+        else:
+            method = "newton (the rectified sweeps diverged)"
     (fixed, lo, hi), (mean, mean_lo, mean_hi) = _step_and_interval(
         model, providers, etas, means, list(oracles), answers, key, tol)
+    bad = [names[i] for i, f in enumerate(fixed) if not np.all(np.isfinite(f))]
+    if bad:  # never a silent NaN
+        raise ValueError(f"audit: the rectified fixed point of factor '{bad[0]}' is not "
+                         f"finite ({method}); the network's fixed point is too far off to "
+                         "rectify: audit with more members or retrain the network")
     shaped = lambda arrays: {n: (a[0] if model.sizes[i] is None else a)
                              for i, (n, a) in enumerate(zip(names, arrays, strict=True))}
     return AuditResult(shaped(fixed), shaped(lo), shaped(hi), shaped(mean), shaped(mean_lo),
