@@ -263,6 +263,8 @@ def run_folder(final: str | os.PathLike, *, force: bool, config: object = None,
         staging = staging_folder(final)
         _prepare_staging(staging, fingerprint(config), force)
         yield staging
+        for stale in staging.glob(".*.lock"):  # a killed run's inner locks: nobody holds them
+            stale.unlink()
         # the lock keeps bayes_et out; anything else that made `final` meanwhile is checked
         check_output_folder(final, force=force, inputs=inputs)
         if final.exists():  # force (or empty): move the old one aside, then drop it

@@ -122,6 +122,20 @@ def test_a_killed_run_of_the_same_config_is_resumed(tmp_path):
     assert (out / "chunk.txt").is_file() and (out / MARKER).is_file()
 
 
+def test_a_killed_runs_inner_lock_is_not_shipped(tmp_path):
+    """SIGKILL between an inner output's rename and its lock's unlink leaves the lock file
+    in the staging folder; the resumed run ships the folder without it."""
+    out, config = tmp_path / "out", {"kind": "test"}
+    with pytest.raises(RuntimeError), run_folder(out, force=False, config=config) as folder:
+        write_text(folder / "data.npz", "rows")
+        write_text(folder / ".data.npz.lock", "")  # what the kill leaves
+        raise RuntimeError("killed")
+    with run_folder(out, force=False, config=config) as folder:
+        with exclusive(folder / "model.eqx"):
+            write_text(folder / "model.eqx", "weights")
+    assert {p.name for p in out.iterdir()} == {"data.npz", "model.eqx", MARKER}
+
+
 @pytest.mark.parametrize("force", [False, True])
 def test_a_staging_folder_bayes_et_did_not_make_is_never_deleted(force, tmp_path, capsys):
     out = tmp_path / "out"
