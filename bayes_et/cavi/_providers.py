@@ -260,10 +260,11 @@ class NetworkMoments(MomentProvider):
     calibration's scale, fitted on the held-out residuals of these same answers, which for
     a local calibration needs the spread of the weight draws' answers at eta: SCALE_DRAWS
     of them). So a draw carries the error of the values and of the slopes that CAVI
-    consumes. Flags eta outside the training region (widened by `margin` times its width
-    on each side), non-finite answers, and, with full=True, eta whose calibrated predictive
-    standard deviation passes `max_spread` (in units of the training targets' standard
-    deviation)."""
+    consumes. Both add the residual field's mean (`TrainedET.correction`); its variance
+    is in the band (full=True), not yet in the draws. Flags eta outside the training
+    region (widened by `margin` times its width on each side), non-finite answers, and,
+    with full=True, eta whose calibrated predictive standard deviation passes
+    `max_spread` (in units of the training targets' standard deviation)."""
 
     model: TrainedET
     nets: AbstractET  # the num_samples weight draws, stacked (leading axis S)
@@ -350,18 +351,20 @@ class NetworkMoments(MomentProvider):
         """(answer, cov or None, spread flag) at one float32 eta: the model's answer, or that
         of calibrated function draw `draw`."""
         value = self.model.answer(self.model.net, eta)
+        answer = value + self.model.correction(eta)
         if draw is not None:
             sample = self.model.answer(self._net(draw), eta)
-            value = value + self._scale(eta) * (sample - value + self.offsets[draw])
+            answer = answer + self._scale(eta) * (sample - value + self.offsets[draw])
         if not full:
-            return value, None, jnp.int32(0)
+            return answer, None, jnp.int32(0)
         dev = self._deviations(eta)
         m = self._scale(eta, dev)
         cov = m[:, None] * (dev.T @ dev / self.num_samples
-                            + jnp.diag(self.model.misfit_variance)) * m[None, :]
+                            + jnp.diag(self.model.misfit_variance)) * m[None, :] \
+            + jnp.diag(self.model.field_variance(eta))
         spread = jnp.sqrt(jnp.diagonal(cov)) / self.model.net.scaler.mu_scale
         wide = jnp.max(spread) > self.max_spread
-        return value, cov, jnp.where(wide, MomentFlag.WIDE_PREDICTIVE_SPREAD, 0)
+        return answer, cov, jnp.where(wide, MomentFlag.WIDE_PREDICTIVE_SPREAD, 0)
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
         value, cov, spread = _block_map(lambda e: self._one(e, draw, full),

@@ -5,12 +5,14 @@ it)."""
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from bayes_et.data import Dataset
 
+from ._field import MAX_STATISTICS, MIN_ROWS, fit_field
 from ._model import POWER, PRIOR_WEIGHT, Z90, LocalScale, TrainedET
 from ._objective import mc_noise
 from ._predictive import predict
@@ -94,24 +96,41 @@ def fit_local(eta: np.ndarray, abs_z: np.ndarray) -> LocalScale:
 
 
 def recalibrate(model: TrainedET, val: Dataset, key: PRNGKeyArray,
-                num_samples: int = 64) -> TrainedET:
-    """A copy calibrated on the validation targets in two stages, per statistic: in bins
-    of raw predictive spread (`fit_calibration`), then locally in eta (`LocalScale`, where a
-    smooth error that the weight draws miss shows up); the targets' own MC noise counts
-    toward their distance from the prediction."""
+                num_samples: int = 64) -> tuple[TrainedET, np.ndarray]:
+    """A copy calibrated on the validation targets in three stages, per statistic: the
+    residual field (`fit_field`: the smooth error, corrected and carried in the band), then
+    on the residuals it leaves (leave-one-out where it was fitted) in bins of raw
+    predictive spread (`fit_calibration`), then locally in eta (`LocalScale`); the targets'
+    own MC noise and the field's variance count toward their distance from the
+    prediction. Also returns the calibrated z^2 of the validation rows (n, k), held out
+    from the field (leave-one-out): the in-sample band of a fitted field would flatter."""
     mean, cov = (np.asarray(a, np.float64) for a in predict(
         model, val.eta, key, num_samples, calibrated=False))
     scale = np.asarray(model.net.scaler.mu_scale, np.float64)
     raw_var = np.diagonal(cov, axis1=1, axis2=2) / scale**2
     noise = np.diagonal(mc_noise(val), axis1=1, axis2=2) / scale**2
     residual = (np.asarray(val.mu_T, np.float64) - mean) / scale
-    rows = fit_calibration(residual, raw_var, noise)
-    a, b, lo, hi = rows
-    abs_z = np.abs(residual) / np.sqrt(
-        raw_var * np.exp(a + b * np.clip(np.log(raw_var), lo, hi)) + noise)
     s = model.net.scaler
     eta = (np.asarray(val.eta, np.float64) - np.asarray(s.eta_mean)) / np.asarray(s.eta_scale)
     keep = np.sort(np.random.default_rng(0).permutation(len(eta))[:MAX_LOCAL])
+    field, field_var = None, np.zeros_like(residual)
+    if residual.shape[1] <= MAX_STATISTICS and len(keep) >= MIN_ROWS:
+        field, held_residual, held_var = fit_field(eta[keep], residual[keep], raw_var[keep],
+                                                   noise[keep])
+        rest = np.setdiff1d(np.arange(len(eta)), keep)  # held out from the field: as is
+        z_rest = jnp.asarray(eta[rest], jnp.float32)
+        residual[rest] -= np.asarray(jax.vmap(field)(z_rest), np.float64)
+        field_var[rest] = np.asarray(jax.vmap(field.variance)(z_rest), np.float64)
+        residual[keep], field_var[keep] = held_residual, held_var
+    rows = fit_calibration(residual, raw_var, noise + field_var)
+    a, b, lo, hi = rows
+    abs_z = np.abs(residual) / np.sqrt(
+        raw_var * np.exp(a + b * np.clip(np.log(raw_var), lo, hi)) + noise + field_var)
     local = fit_local(eta[keep], abs_z[keep])
-    return eqx.tree_at(lambda m: (m.calibration, m.local), model,
-                       (jnp.asarray(rows, jnp.float32), local), is_leaf=lambda x: x is None)
+    model = eqx.tree_at(lambda m: (m.calibration, m.local, m.field), model,
+                        (jnp.asarray(rows, jnp.float32), local, field),
+                        is_leaf=lambda x: x is None)
+    c2 = np.asarray(jax.vmap(model.local_scale)(jnp.asarray(val.eta, jnp.float32)),
+                    np.float64) ** 2
+    var = c2 * (raw_var * np.exp(a + b * np.clip(np.log(raw_var), lo, hi)) + field_var) + noise
+    return model, residual**2 / var

@@ -10,6 +10,8 @@ from jaxtyping import Array, Float
 from bayes_et.et import AbstractET
 from bayes_et.params import trainable_filter
 
+from ._field import ResidualField
+
 UNBOUNDED = 1e30  # log-variance clip of an uncalibrated model: no clipping
 PRIOR_WEIGHT = 0.5  # pseudo-points at the overall level in the local stage
 Z90 = 1.6448536269514722  # |z| of a two-sided 90% interval
@@ -59,13 +61,18 @@ class TrainedET(eqx.Module):
     as mu_a^2 + d mu_a / d eta_a (`answer`): the variance from the slope of the learned
     map, which a network gets far more accurately than the small difference E[T_b] - mu_a^2
     of two large outputs. The predictive, its calibration and the function draws are all
-    of these answers: what is calibrated is what a consumer (CAVI) receives."""
+    of these answers: what is calibrated is what a consumer (CAVI) receives.
+
+    `field` (once recalibrated) is the network's smooth error as a function of eta, learnt
+    from the held-out residuals (`ResidualField`): its mean corrects the answer
+    (`correction`), its variance joins the band."""
 
     net: AbstractET
     log_misfit: Float[Array, " k"]
     calibration: Float[Array, "4 k"]
     square_of: tuple[tuple[int, int], ...] = eqx.field(static=True, default=())
     local: LocalScale | None = None
+    field: ResidualField | None = None
 
     @classmethod
     def wrap(cls, net: AbstractET, misfit: float = 0.1,
@@ -101,14 +108,34 @@ class TrainedET(eqx.Module):
         log_u = jnp.log(raw_var / self.net.scaler.mu_scale**2)
         return jnp.exp(0.5 * (a + b * jnp.clip(log_u, lo, hi)))
 
-    def scale(self, eta: Float[Array, " d"], raw_var: Float[Array, " k"]) -> Float[Array, " k"]:
-        """The whole calibration at one eta: the spread's factor times c(eta) of the local
-        stage (where there is one)."""
-        m = self.spread_scale(raw_var)
+    def _standardised(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
+        return (eta - self.net.scaler.eta_mean) / self.net.scaler.eta_scale
+
+    def correction(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
+        """What the field's mean adds to the answer at one eta (targets' units; zero
+        without a field)."""
+        if self.field is None:
+            return jnp.zeros(self.net.eta_dim)
+        return self.net.scaler.mu_scale * self.field(self._standardised(eta))
+
+    def field_variance(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
+        """The field's posterior variance at one eta, scaled by the local stage (targets'
+        units; zero without a field)."""
+        if self.field is None:
+            return jnp.zeros(self.net.eta_dim)
+        sd = self.local_scale(eta) * self.net.scaler.mu_scale
+        return sd**2 * self.field.variance(self._standardised(eta))
+
+    def local_scale(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
+        """c(eta) of the local stage at one eta (ones without one)."""
         if self.local is None:
-            return m
-        s = self.net.scaler
-        return m * self.local((eta - s.eta_mean) / s.eta_scale)
+            return jnp.ones(self.net.eta_dim)
+        return self.local(self._standardised(eta))
+
+    def scale(self, eta: Float[Array, " d"], raw_var: Float[Array, " k"]) -> Float[Array, " k"]:
+        """The whole calibration of the weight draws' spread at one eta: the spread's factor
+        times c(eta) of the local stage."""
+        return self.spread_scale(raw_var) * self.local_scale(eta)
 
 
 def squares_of(family, net: AbstractET) -> tuple[tuple[int, int], ...]:

@@ -16,18 +16,23 @@ ETA_BLOCK = 1024  # eta per vmapped block: bounds memory for large batches
 def raw_predictive(model: TrainedET, eta, key, num_samples: int, answers: bool = True):
     """(mean (n, k), uncalibrated covariance (n, k, k) with the misfit, draws (S, n, k)) of
     the model's answers (`TrainedET.answer`), or with answers=False of the network's raw
-    outputs (what training fits)."""
+    outputs (what training fits). The mean is the answer at the weight means, what CAVI
+    consumes (the draws' average would add their Monte-Carlo noise, a smooth function of
+    eta that changes with the key); the covariance is the draws' spread about it."""
     keys = jax.random.split(key, num_samples)
 
     def one(e, k):
         draw = lambda x: model.net(x, key=k, sample=True)
         return model.answer(draw, e) if answers else draw(e)
 
-    per_eta = lambda e: jax.vmap(lambda k: one(e, k))(keys)
-    draws = jnp.swapaxes(jax.lax.map(per_eta, eta, batch_size=ETA_BLOCK), 0, 1)
-    mean = draws.mean(0)
+    def per_eta(e):
+        point = model.answer(model.net, e) if answers else model.net(e)
+        return point, jax.vmap(lambda k: one(e, k))(keys)
+
+    mean, draws = jax.lax.map(per_eta, eta, batch_size=ETA_BLOCK)
+    draws = jnp.swapaxes(draws, 0, 1)
     dev = draws - mean
-    cov = jnp.einsum("sna,snb->nab", dev, dev) / (num_samples - 1)
+    cov = jnp.einsum("sna,snb->nab", dev, dev) / num_samples
     return mean, cov + jnp.diag(model.misfit_variance), draws
 
 
@@ -46,13 +51,16 @@ def predict(
 ) -> tuple[Float[Array, "n k"], Float[Array, "n k k"]]:
     """Predictive mean and covariance of mu_T at each eta: the spread of `num_samples`
     weight draws plus the misfit variance, each statistic's standard deviation scaled by
-    the calibration m(eta) once recalibrated."""
+    the calibration m(eta), and the residual field's mean and variance added, once
+    recalibrated (calibrated=False: the network's own)."""
     eta = _check(model, eta, num_samples)
     mean, cov, _ = raw_predictive(model, eta, key, num_samples)
     if not calibrated:
         return mean, cov
     m = jax.vmap(model.scale)(eta, jnp.diagonal(cov, axis1=1, axis2=2))
-    return mean, m[:, :, None] * cov * m[:, None, :]
+    field_var = jax.vmap(model.field_variance)(eta)
+    cov = m[:, :, None] * cov * m[:, None, :] + jax.vmap(jnp.diag)(field_var)
+    return mean + jax.vmap(model.correction)(eta), cov
 
 
 def misfit_offsets(model: TrainedET, key: PRNGKeyArray, num_samples: int
@@ -67,11 +75,13 @@ def misfit_offsets(model: TrainedET, key: PRNGKeyArray, num_samples: int
 def function_draws(
     model: TrainedET, eta: Float[Array, "n d"], key: PRNGKeyArray, num_samples: int = 64
 ) -> Float[Array, "S n k"]:
-    """Calibrated function draws m + c(eta) (f_s - m + sqrt(misfit) eps_s) of mu_T at each
-    eta: (S, n, k), c(eta) the calibration's scale of each statistic. Each draw is a whole
-    function of eta whose pointwise spread matches the calibrated predictive covariance."""
+    """Calibrated function draws m + g + c(eta) (f_s - m + sqrt(misfit) eps_s) of mu_T at
+    each eta: (S, n, k), g the residual field's mean, c(eta) the calibration's scale of
+    each statistic. Each draw is a whole function of eta whose pointwise spread matches the
+    calibrated predictive covariance less the field's variance (not yet drawn)."""
     eta = _check(model, eta, num_samples)
     mean, cov, draws = raw_predictive(model, eta, key, num_samples)
     scale = jax.vmap(model.scale)(eta, jnp.diagonal(cov, axis1=1, axis2=2))
     offsets = misfit_offsets(model, key, num_samples)
-    return mean + scale * (draws - mean + offsets[:, None, :])
+    field = jax.vmap(model.correction)(eta)
+    return mean + field + scale * (draws - mean + offsets[:, None, :])

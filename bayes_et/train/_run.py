@@ -45,6 +45,7 @@ from bayes_et.settings import DataSettings, TrainSettings, as_dict, integer, par
 from ._active import select_eta
 from ._calibration import MAX_LOCAL, Z2_LEVEL, recalibrate
 from ._config import load_train_config
+from ._field import ResidualField
 from ._metrics import calibration_metrics
 from ._model import LocalScale, TrainedET, squares_of
 from ._objective import make_targets, mc_noise
@@ -121,10 +122,14 @@ def _template(hyperparams: dict, family: ExponentialFamily) -> TrainedET:
                 jax.random.key(0))
     model = TrainedET.wrap(net, square_of=squares_of(family, net))
     rows = hyperparams.get("local_calibration_rows", 0)
-    if not rows:
-        return model
-    local = LocalScale.empty(rows, family.eta_dim, family.eta_dim)
-    return eqx.tree_at(lambda m: m.local, model, local, is_leaf=lambda x: x is None)
+    if rows:
+        local = LocalScale.empty(rows, family.eta_dim, family.eta_dim)
+        model = eqx.tree_at(lambda m: m.local, model, local, is_leaf=lambda x: x is None)
+    if hyperparams.get("residual_field_rows", 0):
+        field = ResidualField.empty(hyperparams["residual_field_rows"], family.eta_dim,
+                                    family.eta_dim)
+        model = eqx.tree_at(lambda m: m.field, model, field, is_leaf=lambda x: x is None)
+    return model
 
 
 def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
@@ -143,6 +148,9 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
     rows = hyperparams.get("local_calibration_rows", 0)
     if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_LOCAL:
         bad("local_calibration_rows", f"an int in [0, {MAX_LOCAL}]")
+    rows = hyperparams.get("residual_field_rows", 0)
+    if type(rows) is not int or not 0 <= rows <= MAX_LOCAL:
+        bad("residual_field_rows", f"an int in [0, {MAX_LOCAL}]")
     family = family_from_record(hyperparams.get("family"), family, f"{path}: family")
     if family.eta_dim != dim or hyperparams.get("stat_names") != list(family.flat_names):
         bad("stat_names", f"{list(family.flat_names)} (eta_dim {family.eta_dim}) of "
@@ -242,15 +250,16 @@ def _with_rows(train_set: Dataset, val_set: Dataset, rows: Dataset | None, cfg: 
 
 def _fit(model: TrainedET, cfg: TrainSettings, train_set: Dataset, val_set: Dataset,
          calibration_set: Dataset | None, key: jax.Array, key_pred: jax.Array,
-         progress: bool) -> tuple[TrainedET, list[dict]]:
+         progress: bool) -> tuple[TrainedET, list[dict], np.ndarray]:
     """Train from the model's weights (its standardisation kept), then recalibrate on the
-    calibration set (default: the validation split)."""
+    calibration set (default: the validation split); also its held-out z^2."""
     floor = cfg.likelihood.noise_floor
     model, history = train(model, make_targets(train_set, model, floor),
                            make_targets(val_set, model, floor), cfg, key=key,
                            progress=progress)
-    return recalibrate(model, calibration_set or val_set, key_pred,
-                       cfg.predictive.num_samples), history
+    model, z2 = recalibrate(model, calibration_set or val_set, key_pred,
+                            cfg.predictive.num_samples)
+    return model, history, z2
 
 
 def _generated(family, method: str, eta: np.ndarray, ids: np.ndarray, cfg: DataSettings,
@@ -330,10 +339,10 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     num_samples = cfg.predictive.num_samples
     calibration_set = _calibration_set(folder, cfg, dataset, family, progress)
     began = time.perf_counter()
-    model, history = start, []
+    model, history, val_z2 = start, [], None
     if refit:
-        model, history = _fit(start, cfg, train_set, val_set, calibration_set, key_train,
-                              key_pred, progress)
+        model, history, val_z2 = _fit(start, cfg, train_set, val_set, calibration_set,
+                                      key_train, key_pred, progress)
     curve = []
     for index in range(cfg.active.rounds):
         curve.append(_curve_point(evaluate(model, test_set, family, key_pred, num_samples),
@@ -347,7 +356,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         rows = replace(rows, metadata={**dataset.metadata, "counts": None})
         added = rows if added is None else Dataset.concatenate([added, rows], added.metadata)
         train_set, val_set = _with_rows(train_set, val_set, rows, cfg, family)
-        model, more = _fit(model, cfg, train_set, val_set, calibration_set,
+        model, more, val_z2 = _fit(model, cfg, train_set, val_set, calibration_set,
                            jax.random.fold_in(key_train, index + 1), key_pred, progress)
         history += [{**row, "epoch": len(history) + i, "round": index + 1}
                     for i, row in enumerate(more)]
@@ -356,10 +365,11 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     _check_not_diverged(test, cfg)
     if curve:  # the last point is the final score
         curve.append(_curve_point(test, len(train_set) + len(val_set)))
-    mean, cov = predict(model, val_set.eta, key_pred, num_samples)
-    val_var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2) + np.diagonal(
-        mc_noise(val_set), axis1=1, axis2=2)
-    val_z2 = (val_set.mu_T - np.asarray(mean, np.float64)) ** 2 / val_var
+    if val_z2 is None:  # not recalibrated here: the loaded model's band, in sample
+        mean, cov = predict(model, val_set.eta, key_pred, num_samples)
+        val_var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2) + np.diagonal(
+            mc_noise(val_set), axis1=1, axis2=2)
+        val_z2 = (val_set.mu_T - np.asarray(mean, np.float64)) ** 2 / val_var
     spec = family_spec(family)
     hyperparams = {
         "architecture": cfg.architecture, "eta_dim": family.eta_dim,
@@ -369,6 +379,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
                             "eta_max": train_set.eta.max(0).tolist()},
         "data": source, "data_method": dataset.metadata.get("method"),
         "local_calibration_rows": 0 if model.local is None else len(model.local.eta),
+        "residual_field_rows": 0 if model.field is None else len(model.field.z),
     }
     save_model(folder / "model.eqx", model, **hyperparams)
     if added is not None:
@@ -386,7 +397,9 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
                                 np.asarray(model.calibration, np.float64).tolist(),
                                 strict=True)) | {
             "local_bandwidth": None if model.local is None
-            else np.exp(np.asarray(model.local.log_bandwidth, np.float64)).tolist()},
+            else np.exp(np.asarray(model.local.log_bandwidth, np.float64)).tolist(),
+            "field_lengthscale": None if model.field is None
+            else np.exp(np.asarray(model.field.log_lengthscale, np.float64)).tolist()},
         "validation_mean_z2": float(np.mean(val_z2)),
         "validation_coverage_90": float(np.mean(val_z2 <= Z2_LEVEL)),
         "test": test,

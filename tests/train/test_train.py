@@ -80,7 +80,7 @@ def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     mu = val_set.mu_T.copy()
     mu[:2] += 1000 * np.asarray(model.net.scaler.mu_scale)
     planted = replace(val_set, mu_T=mu)
-    calibrated = recalibrate(model, planted, key, num_samples=16)
+    calibrated, _ = recalibrate(model, planted, key, num_samples=16)
     assert 0.85 <= _coverage_90(calibrated, test_set, key) <= 0.95
     # A single scale fitted on the mean z^2 (the rule this replaced) is ruined by them.
     mean, cov = predict(model, planted.eta, key, 16, calibrated=False)
@@ -90,13 +90,16 @@ def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     rows[0] = np.log(z2.mean())
     global_fit = eqx.tree_at(lambda m: m.calibration, model, jnp.asarray(rows, jnp.float32))
     assert _coverage_90(global_fit, test_set, key) > 0.99
-    # Calibrated function draws: the raw weight draws around the same mean, plus one misfit
-    # offset per draw (constant over eta, N(0, misfit) across draws), scaled by the whole
-    # calibration m(eta) (spread and local stages).
+    # Calibrated function draws: the raw weight draws around the answer at the weight
+    # means, plus one misfit offset per draw (constant over eta, N(0, misfit) across draws),
+    # scaled by the whole calibration m(eta) (spread and local stages), plus the residual
+    # field's mean.
     num = 256
-    draws = np.asarray(function_draws(calibrated, test_set.eta, key, num), np.float64)
+    eta = jnp.asarray(test_set.eta, jnp.float32)
+    field = np.asarray(jax.vmap(calibrated.correction)(eta), np.float64)
+    draws = np.asarray(function_draws(calibrated, test_set.eta, key, num), np.float64) - field
     raw_mean, raw_cov, raw = (np.asarray(a, np.float64) for a in raw_predictive(
-        calibrated, jnp.asarray(test_set.eta, jnp.float32), key, num))
+        calibrated, eta, key, num))
     m = np.asarray(jax.vmap(calibrated.scale)(jnp.asarray(test_set.eta, jnp.float32),
                                               jnp.diagonal(raw_cov, axis1=1, axis2=2)))
     offsets = (draws - raw_mean) / m - (raw - raw_mean)
@@ -105,10 +108,40 @@ def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     eps = offsets[:, 0, :] / np.sqrt(np.asarray(model.misfit_variance, np.float64))
     assert np.all(np.abs(eps.mean(0)) <= 4 / np.sqrt(num))  # N(0, 1): 4 standard errors
     assert np.all(np.abs(eps.var(0, ddof=1) - 1) <= 4 * np.sqrt(2 / (num - 1)))
-    # Their pointwise spread is the calibrated predictive's.
+    # Their pointwise spread is the calibrated predictive's, less the field's variance.
     _, cov = predict(calibrated, test_set.eta, key, num)
-    np.testing.assert_allclose(draws.std(0, ddof=1) ** 2 / np.diagonal(cov, axis1=1, axis2=2),
-                               1.0, atol=4 * np.sqrt(2 / (num - 1)) + 0.02)
+    var = np.diagonal(cov, axis1=1, axis2=2) - jax.vmap(calibrated.field_variance)(eta)
+    np.testing.assert_allclose(draws.std(0, ddof=1) ** 2 / var, 1.0,
+                               atol=4 * np.sqrt(2 / (num - 1)) + 0.02)
+
+
+def test_the_residual_field_learns_a_smooth_error_and_the_band_stays_honest():
+    """A smooth one-signed error that the weight draws do not show (here planted in the
+    targets of the validation and test rows: the network cannot know it): the field
+    learns it from the validation rows, so the held-out error falls, and the 90% band
+    covers at its rate."""
+    data = synthetic_dataset(1200, seed=6, ess=None)
+    cfg, model, tr, va, val_set = _setup(data)
+    test_set = split_dataset(data, cfg.split, cfg.seed)[2]
+    model, _ = train(model, tr, va, cfg, key=jax.random.key(1), progress=False)
+    scale = np.asarray(model.net.scaler.mu_scale, np.float64)
+
+    def biased(d):  # 0.05 target sd, one sign per half of the box, smooth in eta
+        z = (d.eta - data.eta.mean(0)) / data.eta.std(0)
+        return replace(d, mu_T=d.mu_T + 0.05 * scale * np.tanh(2 * z[:, :1] + z[:, 1:]))
+
+    key = jax.random.key(3)
+    calibrated, held_out = recalibrate(model, biased(val_set), key, num_samples=16)
+    assert calibrated.field is not None
+    target = biased(test_set)
+    error = lambda m: np.sqrt(np.mean((np.asarray(predict(m, target.eta, key, 16)[0])
+                                       - target.mu_T) ** 2 / scale**2))
+    raw = eqx.tree_at(lambda m: m.field, calibrated, None, is_leaf=lambda x: x is None)
+    assert error(calibrated) < 0.5 * error(raw)  # the field learnt the planted error
+    n = len(target.eta) * 2
+    assert abs(_coverage_90(calibrated, target, key) - 0.9) <= 3 * np.sqrt(0.09 / n) + 0.03
+    # the validation rows' z^2, held out from the field, say the same
+    assert abs(np.mean(held_out <= 2.7055) - 0.9) <= 3 * np.sqrt(0.09 / held_out.size) + 0.03
 
 
 def test_metrics_equal_a_direct_computation():
