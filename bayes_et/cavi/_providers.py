@@ -27,7 +27,7 @@ from bayes_et.expfam._laplace import laplace_moments_at
 from bayes_et.expfam._quadrature import moments_at
 from bayes_et.settings import NetworkSettings, SamplerSettings, parse
 from bayes_et.train import TrainedET, load_run
-from bayes_et.train._predictive import misfit_offsets
+from bayes_et.train._predictive import field_draws, misfit_offsets
 
 
 class MomentFlag(enum.IntFlag):
@@ -260,15 +260,17 @@ class NetworkMoments(MomentProvider):
     calibration's scale, fitted on the held-out residuals of these same answers, which for
     a local calibration needs the spread of the weight draws' answers at eta: SCALE_DRAWS
     of them). So a draw carries the error of the values and of the slopes that CAVI
-    consumes. Both add the residual field's mean (`TrainedET.correction`); its variance
-    is in the band (full=True), not yet in the draws. Flags eta outside the training
-    region (widened by `margin` times its width on each side), non-finite answers, and,
-    with full=True, eta whose calibrated predictive standard deviation passes
-    `max_spread` (in units of the training targets' standard deviation)."""
+    consumes. The answer adds the residual field's mean (`TrainedET.correction`), a
+    function draw one of the field's draws, the band (full=True) its variance. Flags eta
+    outside the training region (widened by `margin` times its width on each side),
+    non-finite answers, and, with full=True, eta whose calibrated predictive standard
+    deviation passes `max_spread` (in units of the training targets' standard deviation).
+    """
 
     model: TrainedET
     nets: AbstractET  # the num_samples weight draws, stacked (leading axis S)
     offsets: Float[Array, "S d"]
+    fields: tuple | None  # the residual field's draws (ResidualField.draws)
     eta_min: Float[Array, " d"]
     eta_max: Float[Array, " d"]
     family: ExponentialFamily = eqx.field(static=True)
@@ -311,6 +313,7 @@ class NetworkMoments(MomentProvider):
         keys = jax.random.split(key, num_samples)  # the keys of bayes_et.train.predict
         self.nets = eqx.filter_vmap(lambda k: model.net.draw(k, sample=True))(keys)
         self.offsets = misfit_offsets(model, key, num_samples)
+        self.fields = field_draws(model, key, num_samples)
         self.eta_min, self.eta_max = lo - pad, hi + pad
         self.family = family
         self.max_spread = float(max_spread)
@@ -351,10 +354,13 @@ class NetworkMoments(MomentProvider):
         """(answer, cov or None, spread flag) at one float32 eta: the model's answer, or that
         of calibrated function draw `draw`."""
         value = self.model.answer(self.model.net, eta)
-        answer = value + self.model.correction(eta)
-        if draw is not None:
+        if draw is None:
+            answer = value + self.model.correction(eta)
+        else:
             sample = self.model.answer(self._net(draw), eta)
-            answer = answer + self._scale(eta) * (sample - value + self.offsets[draw])
+            field = None if self.fields is None else tuple(a[draw] for a in self.fields)
+            answer = value + self._scale(eta) * (sample - value + self.offsets[draw]) \
+                + self.model.correction(eta, field)
         if not full:
             return answer, None, jnp.int32(0)
         dev = self._deviations(eta)

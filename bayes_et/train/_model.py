@@ -65,7 +65,7 @@ class TrainedET(eqx.Module):
 
     `field` (once recalibrated) is the network's smooth error as a function of eta, learnt
     from the held-out residuals (`ResidualField`): its mean corrects the answer
-    (`correction`), its variance joins the band."""
+    (`correction`), its variance joins the band, its draws join the function draws."""
 
     net: AbstractET
     log_misfit: Float[Array, " k"]
@@ -111,12 +111,18 @@ class TrainedET(eqx.Module):
     def _standardised(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
         return (eta - self.net.scaler.eta_mean) / self.net.scaler.eta_scale
 
-    def correction(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
-        """What the field's mean adds to the answer at one eta (targets' units; zero
-        without a field)."""
+    def correction(self, eta: Float[Array, " d"], draw: tuple | None = None
+                   ) -> Float[Array, " k"]:
+        """What the field adds to the answer at one eta (targets' units): its mean, or its
+        draw `draw` (an item of `ResidualField.draws`; its deviation from the mean scaled
+        by the local stage, as the band is); zero without a field."""
         if self.field is None:
             return jnp.zeros(self.net.eta_dim)
-        return self.net.scaler.mu_scale * self.field(self._standardised(eta))
+        z = self._standardised(eta)
+        value = self.field(z)
+        if draw is not None:
+            value = value + self.local_scale(eta) * (self.field.draw(z, draw) - value)
+        return self.net.scaler.mu_scale * value
 
     def field_variance(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
         """The field's posterior variance at one eta, scaled by the local stage (targets'

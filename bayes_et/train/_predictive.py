@@ -72,16 +72,26 @@ def misfit_offsets(model: TrainedET, key: PRNGKeyArray, num_samples: int
     return jnp.sqrt(model.misfit_variance) * eps
 
 
+def field_draws(model: TrainedET, key: PRNGKeyArray, num_samples: int) -> tuple | None:
+    """The residual field's draw in each function draw (`ResidualField.draws`; None
+    without a field)."""
+    if model.field is None:
+        return None
+    return model.field.draws(jax.random.fold_in(key, 2), num_samples)
+
+
 def function_draws(
     model: TrainedET, eta: Float[Array, "n d"], key: PRNGKeyArray, num_samples: int = 64
 ) -> Float[Array, "S n k"]:
-    """Calibrated function draws m + g + c(eta) (f_s - m + sqrt(misfit) eps_s) of mu_T at
-    each eta: (S, n, k), g the residual field's mean, c(eta) the calibration's scale of
-    each statistic. Each draw is a whole function of eta whose pointwise spread matches the
-    calibrated predictive covariance less the field's variance (not yet drawn)."""
+    """Calibrated function draws m + c(eta) (f_s - m + sqrt(misfit) eps_s) + g_s(eta) of
+    mu_T at each eta: (S, n, k), c(eta) the calibration's scale of each statistic, g_s a
+    draw of the residual field. Each draw is a whole function of eta whose pointwise spread
+    matches the calibrated predictive covariance."""
     eta = _check(model, eta, num_samples)
     mean, cov, draws = raw_predictive(model, eta, key, num_samples)
     scale = jax.vmap(model.scale)(eta, jnp.diagonal(cov, axis1=1, axis2=2))
     offsets = misfit_offsets(model, key, num_samples)
-    field = jax.vmap(model.correction)(eta)
-    return mean + field + scale * (draws - mean + offsets[:, None, :])
+    fields = field_draws(model, key, num_samples)
+    field = (jax.vmap(lambda e: jax.vmap(lambda f: model.correction(e, f))(fields), 0, 1)(eta)
+             if fields is not None else jnp.zeros_like(mean)[None])
+    return mean + scale * (draws - mean + offsets[:, None, :]) + field

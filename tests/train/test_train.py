@@ -28,7 +28,7 @@ from bayes_et.train import (
     recalibrate,
     train,
 )
-from bayes_et.train._predictive import raw_predictive
+from bayes_et.train._predictive import field_draws, raw_predictive
 
 
 def _setup(data, config=TINY):
@@ -92,11 +92,13 @@ def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     assert _coverage_90(global_fit, test_set, key) > 0.99
     # Calibrated function draws: the raw weight draws around the answer at the weight
     # means, plus one misfit offset per draw (constant over eta, N(0, misfit) across draws),
-    # scaled by the whole calibration m(eta) (spread and local stages), plus the residual
-    # field's mean.
+    # scaled by the whole calibration m(eta) (spread and local stages), plus a draw of the
+    # residual field.
     num = 256
     eta = jnp.asarray(test_set.eta, jnp.float32)
-    field = np.asarray(jax.vmap(calibrated.correction)(eta), np.float64)
+    fields = field_draws(calibrated, key, num)
+    field = np.asarray(jax.vmap(lambda f: jax.vmap(lambda e: calibrated.correction(e, f))(eta))(
+        fields), np.float64)
     draws = np.asarray(function_draws(calibrated, test_set.eta, key, num), np.float64) - field
     raw_mean, raw_cov, raw = (np.asarray(a, np.float64) for a in raw_predictive(
         calibrated, eta, key, num))
@@ -108,11 +110,11 @@ def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     eps = offsets[:, 0, :] / np.sqrt(np.asarray(model.misfit_variance, np.float64))
     assert np.all(np.abs(eps.mean(0)) <= 4 / np.sqrt(num))  # N(0, 1): 4 standard errors
     assert np.all(np.abs(eps.var(0, ddof=1) - 1) <= 4 * np.sqrt(2 / (num - 1)))
-    # Their pointwise spread is the calibrated predictive's, less the field's variance.
+    # Their pointwise spread is the calibrated predictive's.
     _, cov = predict(calibrated, test_set.eta, key, num)
-    var = np.diagonal(cov, axis1=1, axis2=2) - jax.vmap(calibrated.field_variance)(eta)
-    np.testing.assert_allclose(draws.std(0, ddof=1) ** 2 / var, 1.0,
-                               atol=4 * np.sqrt(2 / (num - 1)) + 0.02)
+    np.testing.assert_allclose((draws + field).std(0, ddof=1) ** 2
+                               / np.diagonal(cov, axis1=1, axis2=2),
+                               1.0, atol=4 * np.sqrt(2 / (num - 1)) + 0.02)
 
 
 def test_the_residual_field_learns_a_smooth_error_and_the_band_stays_honest():
