@@ -124,13 +124,13 @@ def recalibrate(model: TrainedET, val: Dataset, key: PRNGKeyArray,
         residual[keep], field_var[keep] = held_residual, held_var
     rows = fit_calibration(residual, raw_var, noise + field_var)
     a, b, lo, hi = rows
-    abs_z = np.abs(residual) / np.sqrt(
-        raw_var * np.exp(a + b * np.clip(np.log(raw_var), lo, hi)) + noise + field_var)
+    spread_var = raw_var * np.exp(a + b * np.clip(np.log(raw_var), lo, hi))
+    abs_z = np.abs(residual) / np.sqrt(spread_var + noise + field_var)
     local = fit_local(eta[keep], abs_z[keep])
     model = eqx.tree_at(lambda m: (m.calibration, m.local, m.field), model,
                         (jnp.asarray(rows, jnp.float32), local, field),
                         is_leaf=lambda x: x is None)
     c2 = np.asarray(jax.vmap(model.local_scale)(jnp.asarray(val.eta, jnp.float32)),
                     np.float64) ** 2
-    var = c2 * (raw_var * np.exp(a + b * np.clip(np.log(raw_var), lo, hi)) + field_var) + noise
+    var = c2 * (spread_var + field_var) + noise
     return model, residual**2 / var

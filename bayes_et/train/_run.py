@@ -145,12 +145,10 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
         bad("eta_dim", "an int >= 1")
     if not isinstance(hyperparams.get("network"), dict):
         bad("network", "a mapping")
-    rows = hyperparams.get("local_calibration_rows", 0)
-    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_LOCAL:
-        bad("local_calibration_rows", f"an int in [0, {MAX_LOCAL}]")
-    rows = hyperparams.get("residual_field_rows", 0)
-    if type(rows) is not int or not 0 <= rows <= MAX_LOCAL:
-        bad("residual_field_rows", f"an int in [0, {MAX_LOCAL}]")
+    for key in ("local_calibration_rows", "residual_field_rows"):
+        rows = hyperparams.get(key, 0)
+        if type(rows) is not int or not 0 <= rows <= MAX_LOCAL:
+            bad(key, f"an int in [0, {MAX_LOCAL}]")
     family = family_from_record(hyperparams.get("family"), family, f"{path}: family")
     if family.eta_dim != dim or hyperparams.get("stat_names") != list(family.flat_names):
         bad("stat_names", f"{list(family.flat_names)} (eta_dim {family.eta_dim}) of "
