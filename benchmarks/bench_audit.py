@@ -2,7 +2,8 @@
 
     python benchmarks/bench_audit.py [--quick] [--datasets 50] [--audit-datasets 20]
                                      [--audit-seeds 10] [--archs mlp,convex_potential,...]
-                                     [--keep]  (keep the other networks' results)
+                                     [--keep]  (keep the other networks' results; with
+                                     --datasets 0 or --audit-datasets 0, keep that part)
 
 Model (configs/cavi/poisson_lognormal_cancer.yaml): y_i ~ Poisson(E_i e^{r_i}),
 r_i ~ N(mu, 1/tau), mu ~ N(0, 10^2), tau ~ Gamma(1, 1); the plate z answered by a network with
@@ -238,8 +239,10 @@ def main() -> None:
             "run": str(run.relative_to(ROOT)), "training_seconds": metrics["training_seconds"],
             "epochs": metrics["epochs"], "max_nrmse": max(metrics["test"]["nrmse"].values()),
             "held_out_coverage_90": metrics["test"]["coverage"]["0.9"],
-            "band": None if arch == "poor" else band(run, args.datasets, real["exposure"]),
-            "audit": audits(run, args.audit_datasets, args.audit_seeds, exposure_range)}
+            "band": (None if arch == "poor" else band(run, args.datasets, real["exposure"])
+                     if args.datasets else kept.get(arch, {}).get("band")),
+            "audit": (audits(run, args.audit_datasets, args.audit_seeds, exposure_range)
+                      if args.audit_datasets else kept.get(arch, {}).get("audit"))}
         result["seconds_total"] = time.time() - began
         print("saved", save("audit", result), flush=True)
 

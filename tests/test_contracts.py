@@ -170,3 +170,10 @@ def test_provider_contract(cls):
         with jax.enable_x64(True):
             draw = evaluate(jnp.asarray(eta), jnp.int32(0), jax.random.key(0))
         assert draw.mean.shape == (3, 2)
+
+
+def test_a_design_box_whose_width_overflows_is_refused():
+    """design_eta in Python: bounds finite but hi - lo beyond float range."""
+    family = FAMILIES["Gaussian"]()
+    with pytest.raises(ValueError, match="hi - lo finite"):
+        design_eta(family, 4, box=(np.array([-1e308, -2.0]), np.array([1e308, -1.0])))

@@ -111,7 +111,8 @@ def _model(cfg: dict) -> CAVIModel:
                          "or 'model' (factors and terms)")
     arrays = _data(cfg["data"]) if "data" in cfg else {}
     if "model" in cfg:
-        return model_from_config(cfg["model"], arrays)
+        with np.errstate(all="ignore"):  # an overflow is refused as a non-finite eta0
+            return model_from_config(cfg["model"], arrays)
     if cfg["example"] not in EXAMPLES:
         fail("example", cfg["example"], ", ".join(EXAMPLES))
     if "data" not in cfg:
@@ -120,7 +121,8 @@ def _model(cfg: dict) -> CAVIModel:
     if not isinstance(arguments, dict):
         fail("arguments", arguments, "a mapping of the example's arguments")
     try:
-        return EXAMPLES[cfg["example"]](**arrays, **arguments)
+        with np.errstate(all="ignore"):  # an overflow is refused as a non-finite eta0
+            return EXAMPLES[cfg["example"]](**arrays, **arguments)
     except TypeError as err:
         raise ValueError(f"config key 'arguments' (or 'data'): {err}") from None
 

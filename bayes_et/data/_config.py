@@ -45,8 +45,10 @@ def _box(family, box) -> dict[str, list] | None:
             lo, hi = (np.broadcast_to(np.asarray(b, float), shape) for b in bounds)
         except (ValueError, TypeError):
             fail(key, bounds, f"[lo, hi] of numbers or arrays of shape {family.stat_shapes[name]}")
-        if np.any(lo > hi) or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-            fail(key, bounds, "finite lo <= hi")
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.all(np.isfinite(hi - lo))  # also hi - lo: a uniform draw needs it
+        if np.any(lo > hi) or not finite:
+            fail(key, bounds, "finite lo <= hi (hi - lo finite)")
         out[name] = [lo.tolist(), hi.tolist()]
     return out
 

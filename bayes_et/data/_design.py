@@ -34,8 +34,11 @@ def design_eta(
     if design not in DESIGNS:
         raise ValueError(f"eta.design: {design!r} is not allowed; allowed: {list(DESIGNS)}")
     lo, hi = (np.asarray(b, float) for b in (box if box is not None else family.eta_bounds()))
-    if lo.shape != (family.eta_dim,) or hi.shape != lo.shape or np.any(lo > hi):
-        raise ValueError(f"eta.box: need lo <= hi of shape ({family.eta_dim},); got {lo}, {hi}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = lo.shape == hi.shape and np.all(np.isfinite(hi - lo))
+    if lo.shape != (family.eta_dim,) or not finite or np.any(lo > hi):
+        raise ValueError(f"eta.box: need finite lo <= hi (hi - lo finite) of shape "
+                         f"({family.eta_dim},); got {lo}, {hi}")
     if design == "log_uniform" and np.any(lo * hi <= 0):
         bad = [family.flat_names[i] for i in np.flatnonzero(lo * hi <= 0)]
         raise ValueError(f"eta.box: log_uniform needs bounds of one sign, not 0; see {bad}")

@@ -13,13 +13,16 @@ from jaxtyping import Array, Bool, Float
 
 from ._supports import Support
 
+MAX_DIM = 1000  # x in R^d: a (d, d) array per eta stays well within memory
+
 
 class VectorFamily:
     """Mixin for families on R^d with a dimension argument d (x_shape = (d,))."""
 
     def __init__(self, d: int = 1):
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"{type(self).__name__}: d must be a positive int; got {d!r}")
+        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_DIM:
+            raise ValueError(f"{type(self).__name__}: d must be an int in [1, {MAX_DIM}]; "
+                             f"got {d!r}")
         self.d = d
 
     @property

@@ -41,7 +41,7 @@ def build_family(spec: Any, field: str = "family") -> ExponentialFamily:
         module_name, _, class_name = str(target).partition(":")
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError, ValueError) as err:
+        except Exception as err:  # any failure of the user's import is a bad setting
             raise ValueError(
                 f"{field}.import: cannot import {target!r} (expected 'package.module:ClassName'):"
                 f" {err}"

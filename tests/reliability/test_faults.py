@@ -7,6 +7,7 @@ byte-identical afterwards."""
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from bayes_et import cli
 from bayes_et.data import generate, load_dataset, save_dataset
 from bayes_et.params._serialisation import _digest
 from bayes_et.train import load_run, train_run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY_TRAIN = {"architecture": "mlp", "network": {"width": 8, "depth": 1}, "batch_size": 64,
               "stages": [{"name": "map", "epochs": 3}, {"name": "vi", "epochs": 1}],
@@ -80,6 +83,13 @@ BAD_DATA_CONFIGS = [
     ({"chunk_size": 1.5}, "config key 'chunk_size': got 1.5"),
     ({"colour": "red"}, "config key 'colour' is unknown"),
     ({"family": "Gama"}, "family.name: unknown family 'Gama'"),
+    # found by an adversarial probe: overflowing boxes, relative imports, huge dimensions
+    ({"eta": {"num": 8, "box": {"x": [-1e308, 1e308]}}}, "'eta.box.x': got [-1e+308, 1e+308]"),
+    ({"eta": {"num": 8, "box": {"log_x": [-1.7e308, 1.7e308]}}}, "'eta.box.log_x'"),
+    ({"family": {"import": "../../etc/passwd:X"}}, "family.import: cannot import"),
+    ({"family": {"import": ".relative:X"}}, "family.import: cannot import"),
+    ({"family": {"name": "MultivariateNormal", "args": {"d": 10**6}}}, "d must be an int in"),
+    ({"family": {"name": "LaplaceProduct", "args": {"d": 5000}}}, "d must be an int in"),
 ]
 
 
@@ -136,6 +146,22 @@ def test_bad_cavi_config_fails_at_load(providers, solver, message, work, tmp_pat
         "arguments": {"mu0": 0.0, "lambda0": 1.0, "a0": 1.0, "b0": 1.0},
         "providers": providers, "solver": solver})
     fails(capsys, ["cavi", str(config), "--out", str(tmp_path / "out")], message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("example", "data"), [
+    ("normal_gamma", [1e308, -1e308]), ("normal_gamma", [1e200, 1.0]),
+    ("quartic_prior", [-3e154, 2.0, 1e155])])
+def test_cavi_data_that_overflows_is_one_line_without_warnings(example, data, tmp_path,
+                                                               capsys):
+    """Data whose squares overflow: the non-finite eta0 is refused in one line, and no
+    numpy warning reaches the user first (here any RuntimeWarning would raise)."""
+    config = yaml.safe_load((ROOT / "configs" / "cavi" / f"{example}.yaml").read_text())
+    config["data"] = data
+    path = write_yaml(tmp_path, "c.yaml", config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fails(capsys, ["cavi", str(path), "--out", str(tmp_path / "out")], "must be finite")
     assert not (tmp_path / "out").exists()
 
 
