@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from bayes_et import __version__
 
@@ -99,8 +100,15 @@ def _print_metrics(metrics: dict, where: str) -> None:
         print(f"  RMS(error / MCSE of the data) {ratio}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line errors in one line, as every other bad input (status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {printable(message)}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bayes-et",
         description="Learn exponential-family moment maps with calibrated uncertainty.",
     )
@@ -168,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for option, shown in (("out", "--out"), ("data", "--data"), ("config", "CONFIG"),
                           ("run_dir", "RUN_DIR")):
-        if getattr(args, option, None) == "":
-            print(f"bayes-et {args.command}: error: {shown}: an empty path; name a file or "
-                  "folder", file=sys.stderr)
-            return 2
+        value = getattr(args, option, None)
+        for path in value if isinstance(value, list) else [value]:
+            problem = ("an empty path; name a file or folder" if path == "" else
+                       f"{printable(repr(path))} holds a control character; allowed: "
+                       "printable characters" if path and not path.isprintable() else None)
+            if problem:
+                print(f"bayes-et {args.command}: error: {shown}: {problem}", file=sys.stderr)
+                return 2
     try:
         return args.func(args)
     except (ValueError, OSError) as err:  # bad input, or a file system that refuses

@@ -250,6 +250,8 @@ def read_yaml(path: str | os.PathLike) -> Any:
                          f"{problem}") from None
     except UnicodeDecodeError:
         raise ValueError(f"config file {str(path)!r}: not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError(f"config file {str(path)!r}: nested too deeply") from None
     return check_plain(raw)
 
 

@@ -563,3 +563,44 @@ def test_a_network_too_large_is_refused_before_it_is_built(eta_dim, network):
 
     with pytest.raises(ValueError, match="eta_dim|weights|network.width"):
         build("mlp", eta_dim, network, jax.random.key(0))
+
+
+# ------------------------------------------------------------------ found by a fresh probe
+
+
+@pytest.mark.parametrize("argv", [
+    ["cavi", "c.yaml", "--region", "-rf"], ["train"], ["bogus"], ["generate", "c.yaml", "--out"],
+    ["evaluate", "run"], ["cavi", "c.yaml", "--region-num", "many"], ["run", "--frobnicate"]],
+    ids=lambda argv: " ".join(argv))
+def test_command_line_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("bayes-et"), err
+    assert "usage:" not in err
+
+
+@pytest.mark.parametrize(("command", "option"), [
+    ("cavi", "--out"), ("generate", "--out"), ("train", "--data"), ("train", "--out"),
+    ("extend", "--data")])
+@pytest.mark.parametrize("bad", ["out\nx", "a\x1b[2Jb", "tab\there"], ids=["newline", "esc", "tab"])
+def test_a_path_with_a_control_character_is_refused_before_work(command, option, bad, work,
+                                                                 tmp_path, capsys):
+    argv = {"cavi": ["cavi", NORMAL_GAMMA], "generate": ["generate", str(work["gamma"])],
+            "train": ["train", str(work["train"]), "--data", str(work["data"])],
+            "extend": ["extend", str(work["run"]), "--data", str(work["data"])]}[command]
+    argv = argv + [option, str(tmp_path / bad)] if option not in argv else [
+        *argv[:argv.index(option) + 1], str(tmp_path / bad), *argv[argv.index(option) + 2:]]
+    line = fails(capsys, argv, option, "control character")
+    assert "\x1b" not in line and "\n" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "cavi", "run"])
+def test_yaml_nested_too_deeply_is_one_line(command, work, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    extra = ["--data", str(work["data"])] if command == "train" else []
+    fails(capsys, [command, str(config), *extra, "--out", str(tmp_path / "o")],
+          "nested too deeply")
