@@ -235,6 +235,9 @@ def _prepare_staging(staging: Path, print_: str, force: bool) -> None:
     the same config is reused, another config's refused (discarded with `force`)."""
     if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
         raise ValueError(f"--out: {staging} is in the way (a file or a link); remove it")
+    if staging.is_dir() and not (staging / MARKER).exists():
+        for half in staging.glob(f".{MARKER}.*.tmp"):  # a kill while the marker was written
+            half.unlink()
     if staging.is_dir() and any(staging.iterdir()):
         try:
             previous = json.loads((staging / MARKER).read_text()).get("fingerprint")

@@ -122,6 +122,22 @@ def test_a_killed_run_of_the_same_config_is_resumed(tmp_path):
     assert (out / "chunk.txt").is_file() and (out / MARKER).is_file()
 
 
+@pytest.mark.parametrize("command", ["cavi", "train"])
+def test_a_run_killed_while_marking_its_staging_folder_is_resumed(command, work, tmp_path):
+    """SIGKILL between the staging folder's mkdir and its marker's rename leaves only the
+    marker's temporary file: the rerun takes the folder over (CI saw 'not made by
+    bayes_et')."""
+    out = tmp_path / "out"
+    staging = tmp_path / ".out.partial"
+    staging.mkdir()
+    (staging / f".{MARKER}.k1ll3d.tmp").write_text('{"finger')
+    argv = {"cavi": ["cavi", NORMAL_GAMMA],
+            "train": ["train", str(work["train"]), "--data", str(work["data"])]}[command]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert (out / MARKER).is_file() and not staging.exists()
+    assert not list(out.glob(f".{MARKER}.*"))
+
+
 def test_a_killed_runs_inner_lock_is_not_shipped(tmp_path):
     """SIGKILL between an inner output's rename and its lock's unlink leaves the lock file
     in the staging folder; the resumed run ships the folder without it."""
