@@ -230,14 +230,20 @@ def exclusive(final: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def drop_half_written(path: Path) -> None:
+    """Where `path` is absent, the temporary files of its atomic write that a kill left
+    (their exclusive names are ours: `write_bytes`)."""
+    if path.parent.is_dir() and not path.exists():
+        for half in path.parent.glob(f".{path.name}.*.tmp"):
+            half.unlink()
+
+
 def _prepare_staging(staging: Path, print_: str, force: bool) -> None:
     """A staging folder of the run whose config has fingerprint `print_`: a killed run's of
     the same config is reused, another config's refused (discarded with `force`)."""
     if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
         raise ValueError(f"--out: {staging} is in the way (a file or a link); remove it")
-    if staging.is_dir() and not (staging / MARKER).exists():
-        for half in staging.glob(f".{MARKER}.*.tmp"):  # a kill while the marker was written
-            half.unlink()
+    drop_half_written(staging / MARKER)
     if staging.is_dir() and any(staging.iterdir()):
         try:
             previous = json.loads((staging / MARKER).read_text()).get("fingerprint")
@@ -280,6 +286,7 @@ def run_folder(final: str | os.PathLike, *, force: bool, config: object = None,
             os.replace(staging, final)
 
 
-__all__ = ["carry", "check_name", "check_output_file", "check_output_folder", "exclusive",
+__all__ = ["carry", "check_name", "check_output_file", "check_output_folder",
+           "drop_half_written", "exclusive",
            "fingerprint", "run_folder", "save_figure", "write_bytes", "write_json", "write_npz",
            "write_text"]

@@ -16,7 +16,13 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from bayes_et._files import check_output_file, exclusive, fingerprint, write_text
+from bayes_et._files import (
+    check_output_file,
+    drop_half_written,
+    exclusive,
+    fingerprint,
+    write_text,
+)
 from bayes_et._versions import package_versions
 from bayes_et.expfam import (
     ExponentialFamily,
@@ -117,6 +123,7 @@ def _generate(cfg: DataSettings, config, out: Path, resume: bool, force: bool,
     if parts.is_symlink() or (parts.exists() and not parts.is_dir()):
         raise ValueError(f"--out: {parts} is in the way (a file or a link); remove it")
     if parts.exists():
+        drop_half_written(manifest)  # a kill between the folder and its manifest
         previous = _fingerprint(manifest)
         if previous is None and any(parts.iterdir()):
             raise ValueError(f"--out: {parts} is in the way and was not made by bayes_et "

@@ -122,20 +122,24 @@ def test_a_killed_run_of_the_same_config_is_resumed(tmp_path):
     assert (out / "chunk.txt").is_file() and (out / MARKER).is_file()
 
 
-@pytest.mark.parametrize("command", ["cavi", "train"])
+@pytest.mark.parametrize("command", ["cavi", "train", "generate"])
 def test_a_run_killed_while_marking_its_staging_folder_is_resumed(command, work, tmp_path):
-    """SIGKILL between the staging folder's mkdir and its marker's rename leaves only the
-    marker's temporary file: the rerun takes the folder over (CI saw 'not made by
-    bayes_et')."""
-    out = tmp_path / "out"
-    staging = tmp_path / ".out.partial"
+    """SIGKILL between a staging folder's mkdir and its marker's (or manifest's) rename
+    leaves only the marker's temporary file: the rerun takes the folder over (CI saw 'not
+    made by bayes_et')."""
+    out = tmp_path / ("out.npz" if command == "generate" else "out")
+    staging, marker = ((tmp_path / "out.npz.parts", "manifest.json") if command == "generate"
+                       else (tmp_path / ".out.partial", MARKER))
     staging.mkdir()
-    (staging / f".{MARKER}.k1ll3d.tmp").write_text('{"finger')
-    argv = {"cavi": ["cavi", NORMAL_GAMMA],
+    (staging / f".{marker}.k1ll3d.tmp").write_text('{"finger')
+    argv = {"cavi": ["cavi", NORMAL_GAMMA], "generate": ["generate", str(work["gamma"])],
             "train": ["train", str(work["train"]), "--data", str(work["data"])]}[command]
     assert cli.main([*argv, "--out", str(out)]) == 0
-    assert (out / MARKER).is_file() and not staging.exists()
-    assert not list(out.glob(f".{MARKER}.*"))
+    assert not staging.exists()
+    if command != "generate":
+        assert (out / MARKER).is_file() and not list(out.glob(f".{MARKER}.*"))
+    else:
+        assert len(load_dataset(out).eta) == GAMMA["eta"]["num"]
 
 
 def test_a_killed_runs_inner_lock_is_not_shipped(tmp_path):
