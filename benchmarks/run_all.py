@@ -249,15 +249,17 @@ def _audit(data: dict) -> list[str]:
     widths = lambda d: f"{d['E[mu]']:.2f}, {d['E[tau]']:.2f}"
     bands, audits = [], []
     for name, net in data["networks"].items():
-        b, a = net.get("band"), net["audit"]
+        b, a = net.get("band"), net.get("audit")
         if b:
             bands.append([name, b["num_datasets"], pair(b["coverage"]),
                           pair(b["coverage_linear_response"]),
                           widths(b["median_half_width_over_sd"]),
                           b["seconds_per_dataset_with_draws"], b["draws_converged"]])
-        audits.append([name, a["num_audits"], a["members"], pair(a["coverage"]),
-                       widths(a["median_error_over_sd"]), widths(a["median_half_width_over_sd"]),
-                       a["mean_z2"], a["audit_seconds_over_solve_seconds_median"]])
+        if a:
+            audits.append([name, a["num_audits"], a["members"], pair(a["coverage"]),
+                           widths(a["median_error_over_sd"]),
+                           widths(a["median_half_width_over_sd"]), a["mean_z2"],
+                           a["audit_seconds_over_solve_seconds_median"]])
     return [
         "## Error bars that hold: the Poisson log-normal plate", "",
         f"The network's 90% band ({data['num_draws']} function draws; E[mu], E[tau]) against "
