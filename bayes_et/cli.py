@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -100,6 +104,9 @@ def _print_metrics(metrics: dict, where: str) -> None:
         print(f"  RMS(error / MCSE of the data) {ratio}")
 
 
+INTERRUPTED = 130  # the exit status after Ctrl-C (128 + SIGINT)
+
+
 class _Parser(argparse.ArgumentParser):
     """Command-line errors in one line, as every other bad input (status 2)."""
 
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bayes-et {args.command}: interrupted; a run folder's staging folder is kept "
               "for the same command to resume", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 def printable(text: str) -> str:
@@ -202,5 +209,35 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _interrupts_by_a_waiting_thread() -> None:
+    """Ctrl-C taken by a thread that waits for it, with SIGINT blocked in every other
+    thread (XLA's are made later and inherit the mask): a handler that native code
+    installs meanwhile (LLVM does while compiling) can no longer swallow it (a probe saw a
+    training run on to the end after Ctrl-C)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: Python's own handler
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def relay() -> None:
+        while True:
+            signal.sigwait({signal.SIGINT})
+            _thread.interrupt_main()  # KeyboardInterrupt in the main thread
+
+    threading.Thread(target=relay, name="bayes-et-ctrl-c", daemon=True).start()
+
+
+def entry() -> NoReturn:
+    """The console command: `main`, then exit. After Ctrl-C the process leaves at once,
+    without the interpreter's teardown: with XLA work still in flight that teardown could
+    crash (a segfault, status -11) after the one line was printed."""
+    _interrupts_by_a_waiting_thread()
+    code = main()
+    if code == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
