@@ -105,6 +105,8 @@ def _print_metrics(metrics: dict, where: str) -> None:
 
 
 INTERRUPTED = 130  # the exit status after Ctrl-C (128 + SIGINT)
+CTRL_C = threading.Event()  # the console command received Ctrl-C
+STOPPED = threading.Event()  # ... and its main thread stopped for it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -193,13 +195,22 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
     try:
         return args.func(args)
-    except (ValueError, OSError) as err:  # bad input, or a file system that refuses
-        print(f"bayes-et {args.command}: error: {printable(str(err))}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"bayes-et {args.command}: interrupted; a run folder's staging folder is kept "
-              "for the same command to resume", file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted(args.command)
+    except Exception as err:
+        if CTRL_C.is_set() or "KeyboardInterrupt" in str(err):  # Ctrl-C in a host callback
+            return _interrupted(args.command)  # reaches us wrapped (JaxRuntimeError)
+        if isinstance(err, (ValueError, OSError)):  # bad input, or a file system that refuses
+            print(f"bayes-et {args.command}: error: {printable(str(err))}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _interrupted(command: str) -> int:
+    STOPPED.set()
+    print(f"bayes-et {command}: interrupted; a run folder's staging folder is kept for the "
+          "same command to resume", file=sys.stderr)
+    return INTERRUPTED
 
 
 def printable(text: str) -> str:
@@ -221,9 +232,19 @@ def _interrupts_by_a_waiting_thread() -> None:
     def relay() -> None:
         while True:
             signal.sigwait({signal.SIGINT})
-            _thread.interrupt_main()  # KeyboardInterrupt in the main thread
+            CTRL_C.set()
+            while not STOPPED.is_set():  # again until it lands: a KeyboardInterrupt in a
+                _thread.interrupt_main()  # host callback's compilation can be swallowed
+                STOPPED.wait(1.0)
 
     threading.Thread(target=relay, name="bayes-et-ctrl-c", daemon=True).start()
+    report = sys.unraisablehook
+
+    def quiet(unraisable) -> None:  # an interrupt swallowed (say, by a gc callback) is
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):  # delivered again:
+            report(unraisable)  # its report would only be noise
+
+    sys.unraisablehook = quiet
 
 
 def entry() -> NoReturn:
@@ -231,7 +252,11 @@ def entry() -> NoReturn:
     without the interpreter's teardown: with XLA work still in flight that teardown could
     crash (a segfault, status -11) after the one line was printed."""
     _interrupts_by_a_waiting_thread()
-    code = main()
+    try:
+        code = main()
+        STOPPED.set()  # finished before a late Ctrl-C took effect: its answer stands
+    except KeyboardInterrupt:  # outside main's own handling (before or after it)
+        code = _interrupted(sys.argv[1] if len(sys.argv) > 1 else "")
     if code == INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()
