@@ -419,6 +419,8 @@ class SolverSettings:
     num_draws: int = setting(0, integer(0, 100_000))
     seed: int = setting(0, integer(0, SEED_MAX))
     track_elbo: bool = setting(True, boolean)
+    accelerate: bool = setting(True, boolean, doc="SQUAREM cycles: the same fixed point in "
+                               "fewer sweeps")
     audit: AuditSettings | None = setting(None, optional(nested(AuditSettings)))
 
 

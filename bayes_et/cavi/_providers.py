@@ -49,6 +49,7 @@ _NETWORK = NetworkSettings  # defaults of the network provider's options
 FD_STEP = 1e-3  # relative step of the finite-difference Jacobian
 MEMBER_BLOCK = 4096  # eta per block in sequential maps: bounds memory for large plates
 BACKUP_BLOCK = 64  # flagged members the backup answers per pass
+FINER = 4  # the Gauss-Hermite route's second rule: this many times the nodes
 
 
 def flag_names(bits: int) -> list[str]:
@@ -168,7 +169,8 @@ class ExactMoments(MomentProvider):
     """Exact moments by one of `route`: the family's closed form; the robust quadrature
     (any family with one-dimensional x; float64 inside the solver); or Gauss-Hermite around
     the Laplace mode (`gauss_hermite`, `nodes` and 2 x `nodes` points, fast for unimodal q),
-    whose rows with an error estimate above `tol` go to the robust quadrature. `auto`: the
+    whose rows with an error estimate above `tol` are answered again with FINER times the
+    nodes, and those still above by the robust quadrature. `auto`: the
     closed form where there is one, else the robust quadrature."""
 
     family: ExponentialFamily = eqx.field(static=True)
@@ -203,11 +205,14 @@ class ExactMoments(MomentProvider):
         elif self.route == "quadrature":
             mean = _block_map(lambda e: moments_at(self.family, e)[0], eta)
         else:
-            mean, error = _block_map(lambda e: laplace_moments_at(self.family, e, self.nodes),
-                                     eta)
-            robust = error > self.tol
-            if active is not None:
-                robust = robust & active
+            rule = lambda nodes: lambda e, _=None: _block_map(
+                lambda x: laplace_moments_at(self.family, x, nodes), e)
+            mean, error = rule(self.nodes)(eta)
+            over = lambda: error > self.tol if active is None else (error > self.tol) & active
+            # a finer rule where the first misses tol (wide early sweeps): costs far less
+            # than the robust quadrature, which answers what is still over
+            mean, error = on_rows(rule(FINER * self.nodes), eta, over(), (mean, error))
+            robust = over()
             mean = on_rows(lambda e, _: _block_map(lambda x: moments_at(self.family, x)[0], e),
                            eta, robust, mean)
         return Moments(mean, None, _nonfinite(mean))

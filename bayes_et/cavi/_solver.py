@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jaxtyping import PRNGKeyArray
+from jaxtyping import Array, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from bayes_et.settings import SolverSettings, parse
@@ -32,6 +32,8 @@ from ._providers import (
 )
 
 MAX_HALVINGS = 30
+EXTRAPOLATE_BELOW = 0.5  # the residual under which SQUAREM extrapolates: far from the fixed
+# point the sweeps' path is not yet linear, and a jump there lands where q is wide (costly)
 _SOLVER = SolverSettings()  # the defaults
 MAX_FALLBACK_ROUNDS = 4
 MAX_SWITCHES = 2  # a member whose answer switched network <-> fallback this often keeps the
@@ -163,9 +165,39 @@ def _shortened_step(family, old, target, damping):
     return jnp.where(ok, old + alpha * step, old), bits.astype(jnp.int32)
 
 
-def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key, max_iter: int,
-           tol: float, damping: float, track_elbo: bool, progress: bool):
+class LoopSettings(NamedTuple):
+    """What the compiled loop is specialised on (static)."""
+
+    max_iter: int
+    tol: float
+    damping: float
+    track_elbo: bool
+    accelerate: bool
+
+
+class SolverState(NamedTuple):
+    """The loop's state: sweeps done, per factor eta, mean statistics, flag bits, the last
+    sweep's fixed-point residual (largest, and per factor), log-partition changes since
+    the start, the ELBO and residual traces, the box of eta visited and the fallback
+    switches per member."""
+
+    sweeps: Array
+    etas: tuple
+    means: tuple
+    flags: tuple
+    change: Array
+    changes: Array
+    log_z: tuple
+    elbos: Array
+    deltas: Array
+    box: tuple
+    switches: tuple
+
+
+def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key,
+           settings: LoopSettings, progress: bool) -> SolverState:
     n = len(model.names)
+    max_iter, tol, damping, track_elbo, accelerate = settings
 
     def evaluate(i, eta, salt, forced=None):
         return providers[i].evaluate(eta, draw, jax.random.fold_in(key, salt),
@@ -186,49 +218,134 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key, max_ite
         entropy_part = sum(jnp.sum(log_z[i] - jnp.sum(etas[i] * means[i], -1)) for i in range(n))
         return model.energy(means) + entropy_part
 
+    def widen(box, eta):
+        return jnp.minimum(box[0], eta.min(0)), jnp.maximum(box[1], eta.max(0))
+
+    # Accelerated, the sweeps begin at the largest factor (a Gauss-Seidel cycle may be cut
+    # anywhere: same fixed point): its eta is a function of the others', so the
+    # extrapolation moves only the others and never evaluates the plate at the jump.
+    lead = int(np.argmax([e.size for e in start])) if accelerate else 0
+    order = tuple(range(lead, n)) + tuple(range(lead))
+
     first = [evaluate(i, start[i], i) for i in range(n)]
     means0 = tuple(m.mean for m in first)
     dtype = start[0].dtype
     trace = jnp.full(max_iter + 1, jnp.nan, dtype)
     box0 = tuple((jnp.full(e.shape[-1], jnp.inf, dtype), jnp.full(e.shape[-1], -jnp.inf, dtype))
                  for e in start)  # the eta of the sweeps (the start is often far off)
-    state0 = (jnp.int32(0), tuple(start), means0, tuple(m.flags for m in first),
-              jnp.asarray(jnp.inf, dtype), log_z0, trace.at[0].set(elbo(start, means0, log_z0)),
-              trace[1:], box0, tuple(jnp.zeros(len(e), jnp.int32) for e in start))
+    state0 = SolverState(jnp.int32(0), tuple(start), means0, tuple(m.flags for m in first),
+                         jnp.asarray(jnp.inf, dtype), jnp.full(n, jnp.inf, dtype), log_z0,
+                         trace.at[0].set(elbo(start, means0, log_z0)), trace[1:], box0,
+                         tuple(jnp.zeros(len(e), jnp.int32) for e in start))
 
-    def sweep(state):
-        it, etas, means, flags, _, log_z, elbos, deltas, box, switches = state
-        etas, means, log_z, box = list(etas), list(means), list(log_z), list(box)
-        switches = list(switches)
-        new_flags, change = [], jnp.zeros((), dtype)
-        for i in range(n):
+    def update(state: SolverState, factors, salt0: int = 0) -> SolverState:
+        """The factors' updates in turn (Gauss-Seidel), with each one's fixed-point
+        residual (the undamped step: damping never fakes convergence)."""
+        it = state.sweeps
+        etas, means, log_z = list(state.etas), list(state.means), list(state.log_z)
+        box, switches, flags = list(state.box), list(state.switches), list(state.flags)
+        changes = list(state.changes)
+        for i in factors:
             family = model.families[i]
             target = model.target(i, tuple(means))
             new, bits = jax.vmap(lambda o, t, f=family: _shortened_step(f, o, t, damping))(
                 etas[i], target)
-            salt = (it + 1) * 2 * n + i
+            salt = (it + 1) * 2 * n + i + salt0
             moments = evaluate(i, new, salt, force[i] | (switches[i] >= MAX_SWITCHES))
             switches[i] = switches[i] + (_by_fallback(moments.flags)
                                          != _by_fallback(flags[i])).astype(jnp.int32)
-            # convergence is judged on the fixed-point residual (the undamped step), never
-            # on the damped or shortened one: a small step is not a fixed point
-            moved = jnp.max(jnp.abs(target - etas[i]), -1) / jnp.maximum(
-                1.0, jnp.max(jnp.abs(etas[i]), -1))
-            change = jnp.maximum(change, jnp.max(moved))
+            changes[i] = jnp.max(jnp.max(jnp.abs(target - etas[i]), -1) / jnp.maximum(
+                1.0, jnp.max(jnp.abs(etas[i]), -1)))
             if track_elbo:
                 log_z[i] = log_z[i] + log_partition_step(i, etas[i], new, means[i],
                                                          moments.mean, salt + n)
             etas[i], means[i] = new, moments.mean
-            box[i] = (jnp.minimum(box[i][0], new.min(0)), jnp.maximum(box[i][1], new.max(0)))
-            new_flags.append(moments.flags | bits | (flags[i] & MomentFlag.UPDATE_SHORTENED))
+            box[i] = widen(box[i], new)
+            flags[i] = moments.flags | bits | (flags[i] & MomentFlag.UPDATE_SHORTENED)
+        return state._replace(etas=tuple(etas), means=tuple(means), log_z=tuple(log_z),
+                              box=tuple(box), switches=tuple(switches), flags=tuple(flags),
+                              changes=jnp.stack(changes))
+
+    def sweep(state: SolverState) -> SolverState:
+        it = state.sweeps
+        state = update(state, order)
+        change = jnp.max(state.changes)
         if progress:
             jax.debug.callback(_progress_update, it + 1, change)
-        etas, means = tuple(etas), tuple(means)
-        return (it + 1, etas, means, tuple(new_flags), change, tuple(log_z),
-                elbos.at[it + 1].set(elbo(etas, means, log_z)), deltas.at[it].set(change),
-                tuple(box), tuple(switches))
+        return state._replace(
+            sweeps=it + 1, change=change,
+            elbos=state.elbos.at[it + 1].set(elbo(state.etas, state.means, state.log_z)),
+            deltas=state.deltas.at[it].set(change))
 
-    return jax.lax.while_loop(lambda s: (s[0] < max_iter) & (s[4] > tol), sweep, state0)[:9]
+    def jump(s0: SolverState, s1: SolverState, s2: SolverState) -> SolverState:
+        """SQUAREM's extrapolation (Varadhan & Roland 2008, SqS3) from three iterates: eta =
+        x0 - 2 a r + a^2 v with r = x1 - x0, v = x2 - 2 x1 + x0, a = -|r| / |v| <= -1,
+        stepped back towards a = -1 (which is x2) until every member's eta is valid; then
+        the moments there (one provider call per factor)."""
+        moved = order[1:]  # the lead factor stays at x2: the next sweep recomputes it
+        r = {i: s1.etas[i] - s0.etas[i] for i in moved}
+        v = {i: s2.etas[i] - 2 * s1.etas[i] + s0.etas[i] for i in moved}
+        norm = lambda xs: jnp.sqrt(sum(jnp.sum(x**2) for x in xs.values()))
+        alpha = jnp.minimum(-norm(r) / jnp.maximum(norm(v), jnp.finfo(dtype).tiny), -1.0)
+        alpha = jnp.where(jnp.isfinite(alpha), alpha, -1.0)
+        point = lambda a: {i: s0.etas[i] - 2 * a * r[i] + a**2 * v[i] for i in moved}
+        valid = lambda a: jnp.all(jnp.stack([jnp.all(model.families[i].is_valid_eta(e))
+                                             for i, e in point(a).items()]))
+        alpha, _ = jax.lax.while_loop(
+            lambda c: (~valid(c[0])) & (c[1] < MAX_HALVINGS),
+            lambda c: ((c[0] - 1.0) / 2, c[1] + 1), (alpha, jnp.int32(0)))
+        jumped = point(jnp.where(valid(alpha), alpha, -1.0))
+        salt = (s2.sweeps + 1) * 2 * n + 2 * n * (max_iter + 1)
+        etas, means, flags = list(s2.etas), list(s2.means), list(s2.flags)
+        log_z, box = list(s2.log_z), list(s2.box)
+        for i, eta in jumped.items():
+            answer = evaluate(i, eta, salt + i, force[i] | (s2.switches[i] >= MAX_SWITCHES))
+            if track_elbo:
+                log_z[i] = log_z[i] + log_partition_step(i, etas[i], eta, means[i],
+                                                         answer.mean, salt + n + i)
+            etas[i], means[i], box[i] = eta, answer.mean, widen(box[i], eta)
+            flags[i] = answer.flags | (flags[i] & MomentFlag.UPDATE_SHORTENED)
+        return s2._replace(etas=tuple(etas), means=tuple(means), flags=tuple(flags),
+                           log_z=tuple(log_z), box=tuple(box))
+
+    def cycle(s0: SolverState) -> SolverState:
+        """Two sweeps, the extrapolation and a sweep from it, kept if it did no worse than
+        the plain sweeps (ELBO when tracked, else the fixed-point residual); a cycle that
+        converges on the way stops there."""
+        s1 = sweep(s0)
+
+        def on(s1):
+            s2 = sweep(s1)
+
+            def extrapolate(s2):
+                s3 = sweep(jump(s0, s1, s2))
+                # the lead factor is not judged: at the jump it was left stale on purpose
+                rest = lambda s: jnp.max(s.changes[jnp.asarray(order[1:])]) if n > 1 \
+                    else s.change
+                better = (s3.elbos[s3.sweeps] >= s2.elbos[s2.sweeps] - 1e-9 * jnp.abs(
+                    s2.elbos[s2.sweeps])) if track_elbo else rest(s3) <= rest(s2)
+                better = better & jnp.isfinite(s3.change)
+                # kept or not, three sweeps were spent: a rejected cycle records x2 again
+                kept = s2._replace(sweeps=s3.sweeps,
+                                   elbos=s3.elbos.at[s3.sweeps].set(s2.elbos[s2.sweeps]),
+                                   deltas=s3.deltas.at[s2.sweeps].set(s2.change))
+                return jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), s3, kept)
+
+            return jax.lax.cond(s2.change > tol, extrapolate, lambda s: s, s2)
+
+        return jax.lax.cond(s1.change > tol, on, lambda s: s, s1)
+
+    def step(state: SolverState) -> SolverState:
+        if not accelerate:
+            return sweep(state)
+        return jax.lax.cond((state.sweeps + 3 <= max_iter) & (state.change < EXTRAPOLATE_BELOW),
+                            cycle, sweep, state)
+
+    # accelerated, the factors before the lead are updated once first: the sequence of
+    # updates is the plain sweeps', only cut elsewhere
+    state0 = update(state0, order[n - lead:], salt0=4 * n * (max_iter + 1))
+    return jax.lax.while_loop(lambda s: (s.sweeps < max_iter) & (s.change > tol), step,
+                              state0)
 
 
 def _by_fallback(flags):
@@ -245,16 +362,15 @@ def _progress_update(sweep, change):
 
 
 @eqx.filter_jit
-def _solve_jit(model, providers, start, log_z, force, key, draws, max_iter, tol, damping,
-               track_elbo, progress):
+def _solve_jit(model, providers, start, log_z, force, key, draws, settings: LoopSettings,
+               progress) -> SolverState:
     """The solve from `start`; log_z: A_i(start) - A_i(first start) per member."""
-    settings = (max_iter, tol, damping, track_elbo)
     if draws is None:
-        return _solve(model, providers, start, log_z, force, None, key, *settings, progress)
+        return _solve(model, providers, start, log_z, force, None, key, settings, progress)
     # one draw after another: each stops at its own fixed point (vmapped, every draw would
     # run as many sweeps as the slowest)
     return jax.lax.map(lambda d: _solve(model, providers, start, log_z, force, d, key,
-                                        *settings, False), draws)
+                                        settings, False), draws)
 
 
 def _lay_out(tree):
@@ -395,7 +511,8 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
              max_iter: int = _SOLVER.max_iter, tol: float = _SOLVER.tol,
              damping: float = _SOLVER.damping, init: dict[str, Any] | None = None,
              num_draws: int = _SOLVER.num_draws, key: PRNGKeyArray | None = None,
-             track_elbo: bool = _SOLVER.track_elbo, audit: Audit | None = None,
+             track_elbo: bool = _SOLVER.track_elbo, accelerate: bool = _SOLVER.accelerate,
+             audit: Audit | None = None,
              linear_response: bool = False, progress: bool = False) -> CAVIResult:
     """Mean-field CAVI to a fixed point, in float64.
 
@@ -404,8 +521,12 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     provider call; an update that leaves the natural-parameter space is halved (per member)
     until valid. `damping` in [0, 1) keeps that share of the old eta. Stops when the largest
     relative change of eta is <= tol (converged unless an update was rejected: no valid step
-    found). Network providers are checked for their predictive spread at the fixed point;
-    where a fallback exists, members flagged there are answered by it and the solve goes on.
+    found). `accelerate`: SQUAREM cycles once the residual is below EXTRAPOLATE_BELOW (two
+    sweeps, an extrapolation of every factor but the largest, a sweep from it, kept only
+    where it does no worse than the plain sweeps: ELBO when tracked, else the residual);
+    the same fixed point in fewer sweeps, the sweeps then cut at the largest factor.
+    Network providers are checked for their predictive spread at the fixed point; where a
+    fallback exists, members flagged there are answered by it and the solve goes on.
     `track_elbo`: the ELBO per sweep, free with closed-form log-partitions, else one extra
     provider evaluation per factor per sweep (Simpson's rule along each update). With
     num_draws = S > 0 the solver also runs, draw after draw, on S calibrated function draws of the
@@ -419,7 +540,8 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     if not isinstance(model, CAVIModel):
         raise ValueError(f"model: expected a CAVIModel or Model; got {type(model).__name__}")
     parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
-                           "num_draws": num_draws, "track_elbo": bool(track_elbo)}, "solver")
+                           "num_draws": num_draws, "track_elbo": bool(track_elbo),
+                           "accelerate": bool(accelerate)}, "solver")
     provider_tuple = _provider_tuple(model, providers)
     num_draws = _num_draws(provider_tuple, num_draws)
     if audit is not None:
@@ -431,7 +553,7 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                          "draw's error through the linearised fixed point)")
     track_elbo = bool(track_elbo) and all(p.integrable for p in provider_tuple)
     key = jax.random.key(0) if key is None else key
-    settings = (max_iter, float(tol), float(damping), track_elbo)
+    settings = LoopSettings(max_iter, float(tol), float(damping), track_elbo, bool(accelerate))
     timings = {"solve_seconds": 0.0}
     with jax.enable_x64(True):
         force = tuple(np.zeros(len(e), bool) for e in model.eta0)
@@ -445,15 +567,17 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
             for _ in range(MAX_FALLBACK_ROUNDS):
                 began = time.perf_counter()
                 central = jax.block_until_ready(_solve_jit(
-                    model, provider_tuple, start, log_z, force, key, None, *settings, progress))
+                    model, provider_tuple, start, log_z, force, key, None, settings, progress))
                 timings["solve_seconds"] += time.perf_counter() - began
-                it, etas, means, flags, change, log_z, elbo_trace, delta_trace, box = central
-                iterations += int(it)
-                visited = box if visited is None else tuple(
+                it, etas, means, flags = (int(central.sweeps), central.etas, central.means,
+                                          central.flags)
+                change, log_z = central.change, central.log_z
+                iterations += it
+                visited = central.box if visited is None else tuple(
                     (np.minimum(a[0], b[0]), np.maximum(a[1], b[1]))
-                    for a, b in zip(visited, box, strict=True))
-                elbos.append(np.asarray(elbo_trace)[: int(it) + 1])
-                deltas.append(np.asarray(delta_trace)[: int(it)])
+                    for a, b in zip(visited, central.box, strict=True))
+                elbos.append(np.asarray(central.elbos)[: it + 1])
+                deltas.append(np.asarray(central.deltas)[: it])
                 spread = _spread_flags(provider_tuple, etas, force, key)
                 wide = int(MomentFlag.WIDE_PREDICTIVE_SPREAD)
                 flags = tuple(np.asarray(f) | np.where(s, wide, 0).astype(np.int32)
@@ -471,16 +595,15 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
             began = time.perf_counter()
             batch = jax.block_until_ready(_solve_jit(
                 model, provider_tuple, etas, log_z, force, key, jnp.arange(num_draws),
-                *settings, False))
+                settings, False))
             single = lambda n, a: a[:, 0] if model.sizes[model.names.index(n)] is None else a
             draws = {
-                "eta": {n: single(n, np.asarray(e)) for n, e in zip(model.names, batch[1],
-                                                                     strict=True)},
-                "mean_stats": {n: single(n, np.asarray(m)) for n, m in zip(model.names,
-                                                                           batch[2],
-                                                                           strict=True)},
-                "converged": _converged(batch[4], batch[3], tol),
-                "iterations": np.asarray(batch[0]),
+                "eta": {n: single(n, np.asarray(e))
+                        for n, e in zip(model.names, batch.etas, strict=True)},
+                "mean_stats": {n: single(n, np.asarray(m))
+                               for n, m in zip(model.names, batch.means, strict=True)},
+                "converged": _converged(batch.change, batch.flags, tol),
+                "iterations": np.asarray(batch.sweeps),
             }
             timings["draws_seconds"] = time.perf_counter() - began
             if linear_response:
@@ -498,19 +621,25 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                    timings, draws, audited)
 
 
-def _audit(model, providers, etas, means, audit: Audit, key, settings) -> AuditResult:
-    max_iter, tol, damping, _ = settings
+def _audit(model, providers, etas, means, audit: Audit, key, settings: LoopSettings
+           ) -> AuditResult:
     zeros = tuple(np.zeros(len(e), bool) for e in etas)
     log_z = tuple(jnp.zeros(len(e)) for e in etas)
-    exact_solve = lambda swapped: _solve_jit(model, swapped, etas, log_z, zeros, key, None,
-                                             max_iter, tol, damping, False, False)[1:3]
-    return audit_fixed_point(model, providers, etas, means, audit, key, exact_solve, tol)
+    untracked = settings._replace(track_elbo=False)
+
+    def exact_solve(swapped):
+        solved = _solve_jit(model, swapped, etas, log_z, zeros, key, None, untracked, False)
+        return solved.etas, solved.means
+
+    return audit_fixed_point(model, providers, etas, means, audit, key, exact_solve,
+                             settings.tol)
 
 
 def audit_result(model: CAVIModel | Model, result: CAVIResult, audit: Audit,
                  providers: dict[str, MomentProvider] | None = None, *,
                  key: PRNGKeyArray | None = None, max_iter: int = _SOLVER.max_iter,
-                 tol: float = _SOLVER.tol, damping: float = _SOLVER.damping) -> AuditResult:
+                 tol: float = _SOLVER.tol, damping: float = _SOLVER.damping,
+                 accelerate: bool = _SOLVER.accelerate) -> AuditResult:
     """Audit a fixed point that `run_cavi(model, providers)` found (see `run_cavi`'s
     `audit`): another audit (members, seed) of the same solve, without solving again."""
     model = model.build() if isinstance(model, Model) else model
@@ -522,7 +651,7 @@ def audit_result(model: CAVIModel | Model, result: CAVIResult, audit: Audit,
                              for n, f in zip(model.names, model.families, strict=True))
                        for d in (result.eta, result.mean_stats))
         return _audit(model, provider_tuple, etas, means, audit, key,
-                      (max_iter, float(tol), float(damping), False))
+                      LoopSettings(max_iter, float(tol), float(damping), False, bool(accelerate)))
 
 
 def _result(model, etas, means, flags, change, box, iterations, elbos, deltas, tol, timings,

@@ -102,8 +102,8 @@ def test_the_traced_program_does_not_grow_with_the_number_of_members():
             TRACES.clear()
             solve = lambda s, m=model, p=providers: _solver._solve(
                 m, p, s, tuple(jnp.zeros(len(e)) for e in s),
-                tuple(jnp.zeros(len(e), bool) for e in s), None, jax.random.key(0), 50, 1e-8,
-                0.0, True, False)
+                tuple(jnp.zeros(len(e), bool) for e in s), None, jax.random.key(0),
+                _solver.LoopSettings(50, 1e-8, 0.0, True, True), False)
             jaxpr = jax.make_jaxpr(solve)(start)
         sizes[n] = (len(jaxpr.eqns), len(TRACES))
         assert max(TRACES[-2:]) == n  # the plate is evaluated as one (n, d) batch
