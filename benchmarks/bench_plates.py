@@ -1,6 +1,7 @@
 """CAVI with plates: the Poisson log-normal random-effects model, N = 10 to 10^6 members.
 
     python benchmarks/bench_plates.py [--quick] [--datasets 50] [--sizes 10,100,...] [--only-2d]
+                                      [--acceleration]
 
 Model (configs/cavi/poisson_lognormal_cancer.yaml): y_i ~ Poisson(E_i e^{r_i}),
 r_i ~ N(mu, 1/tau), mu ~ N(0, 10^2), tau ~ Gamma(1, 1), full mean field; the plate `z` is
@@ -25,6 +26,8 @@ the log expected count (PoissonLogNormal). Needs the bench extra (NumPyro, stats
    so its network learns from NUTS data, with NUTS (`SamplingMoments`) as the fallback;
    against NumPyro NUTS on the joint, the cost of NUTS as the provider (per eta), and an
    audit of the network's fixed point with a NUTS oracle at 30 members (its cost).
+6. `--acceleration`: plain against SQUAREM-accelerated sweeps (sweeps, seconds, the shift of
+   the fixed point), Gauss-Hermite and network, with NumPyro NUTS at N = 10^4.
 Writes results/plates.json.
 """
 
@@ -395,6 +398,41 @@ def nuts_bivariate(data: dict, seed: int = 0) -> dict:
     return out
 
 
+def acceleration(run: Path, exposure_range, sizes: list[int]) -> dict:
+    """Sweeps and seconds to the fixed point with plain and SQUAREM-accelerated sweeps, side
+    by side (Gauss-Hermite and network), and NumPyro NUTS at the largest N of 10^4 or less
+    (the ratio a user meets: the exact route against the sampler)."""
+    rows = []
+    for n in sizes:
+        data = simulated(n, 1, exposure_range)
+        model = examples.poisson_lognormal(data["counts"], data["exposure"])
+        row = {"n": n}
+        for route in ("gauss_hermite", "network"):
+            fixed = {}
+            for accelerate in (False, True):
+                result, _, solve_s = timed_cavi(model, providers(route, run),
+                                                accelerate=accelerate)
+                fixed[accelerate] = posterior_summary(result)
+                row[f"{route}_{'squarem' if accelerate else 'plain'}"] = {
+                    "solve_seconds": solve_s, "sweeps": result.iterations,
+                    "converged": result.converged}
+                print(f"N={n:>7} {route:14s} accelerate={accelerate!s:5} {solve_s:8.4f} s "
+                      f"{result.iterations} sweeps", flush=True)
+            row[f"{route}_shift_in_posterior_sd"] = {
+                k: abs(fixed[True][k]["mean"] - fixed[False][k]["mean"]) / fixed[False][k]["sd"]
+                for k in ("mu", "tau")}
+        if n == max(s for s in sizes if s <= 10_000):
+            row["nuts"] = nuts(data)
+            for route in ("gauss_hermite", "network"):
+                row[f"nuts_over_{route}"] = {
+                    mode: row["nuts"]["seconds"] / row[f"{route}_{mode}"]["solve_seconds"]
+                    for mode in ("plain", "squarem")}
+            print(f"N={n:>7} NUTS {row['nuts']['seconds']:.1f} s: "
+                  f"{row['nuts_over_gauss_hermite']}", flush=True)
+        rows.append(row)
+    return {"solver": SOLVER, "rows": rows}
+
+
 def largest(n: int, route: str, run: str, exposure_range) -> dict:
     """One size in this process, one solve (compilation included): its seconds and the
     process's peak resident memory."""
@@ -415,6 +453,8 @@ def main():
     parser.add_argument("--largest", default="1000000", help="N for the memory run (0: none)")
     parser.add_argument("--only-2d", action="store_true",
                         help="run the 2-D plate only, into the saved results/plates.json")
+    parser.add_argument("--acceleration", action="store_true",
+                        help="plain against SQUAREM sweeps only, into the saved plates.json")
     parser.add_argument("--one", nargs=3, metavar=("N", "ROUTE", "RUN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     real = examples.cancer_data()
@@ -424,6 +464,13 @@ def main():
     if args.one:
         print("JSON", json.dumps(largest(int(args.one[0]), args.one[1], args.one[2],
                                          exposure_range)))
+        return
+    if args.acceleration:
+        saved = json.loads((ROOT / "benchmarks" / "results" / "plates.json").read_text())
+        saved["acceleration"] = acceleration(
+            trained_run(args.quick, real, exposure_range), exposure_range,
+            [int(s) for s in (args.sizes or "1000,10000,100000").split(",")])
+        print("saved", save("plates", saved))
         return
     if args.only_2d:
         saved = json.loads((ROOT / "benchmarks" / "results" / "plates.json").read_text())
