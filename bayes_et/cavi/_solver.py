@@ -198,6 +198,7 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key,
            settings: LoopSettings, progress: bool) -> SolverState:
     n = len(model.names)
     max_iter, tol, damping, track_elbo, accelerate = settings
+    accelerate = accelerate and n > 1  # one factor: its first sweep is its fixed point
 
     def evaluate(i, eta, salt, forced=None):
         return providers[i].evaluate(eta, draw, jax.random.fold_in(key, salt),
@@ -320,8 +321,7 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key,
             def extrapolate(s2):
                 s3 = sweep(jump(s0, s1, s2))
                 # the lead factor is not judged: at the jump it was left stale on purpose
-                rest = lambda s: jnp.max(s.changes[jnp.asarray(order[1:])]) if n > 1 \
-                    else s.change
+                rest = lambda s: jnp.max(s.changes[jnp.asarray(order[1:])])
                 better = (s3.elbos[s3.sweeps] >= s2.elbos[s2.sweeps] - 1e-9 * jnp.abs(
                     s2.elbos[s2.sweeps])) if track_elbo else rest(s3) <= rest(s2)
                 better = better & jnp.isfinite(s3.change)

@@ -73,3 +73,14 @@ def test_wide_members_are_answered_by_the_finer_gauss_hermite_rule():
     np.testing.assert_allclose(answer[4], robust[4], rtol=1e-14)
     assert np.max(np.abs(answer[4] - finer[4])) > 1e-9
     np.testing.assert_allclose(answer, robust, rtol=1e-8, atol=1e-10)
+
+
+def test_a_single_factor_model_solves_with_acceleration_on():
+    from bayes_et.cavi import Model
+    from bayes_et.expfam import Gaussian
+
+    model = Model()
+    model.factor("x", Gaussian(), [1.0, -0.5])
+    result = run_cavi(model, accelerate=True)
+    assert result.converged and result.iterations == 1
+    np.testing.assert_allclose(result.mean_stats["x"], [1.0, 2.0])  # N(1, 1): E[x], E[x^2]
