@@ -84,3 +84,16 @@ def test_a_single_factor_model_solves_with_acceleration_on():
     result = run_cavi(model, accelerate=True)
     assert result.converged and result.iterations == 1
     np.testing.assert_allclose(result.mean_stats["x"], [1.0, 2.0])  # N(1, 1): E[x], E[x^2]
+
+
+def test_the_yaml_setting_turns_it_off(tmp_path):
+    from bayes_et.cavi import cavi_run
+
+    config = {"example": "gaussian_random_effects", "data": list(np.linspace(0.3, 1.5, 12)),
+              "arguments": {"noise_sd": 0.25, "prior_precision": 10.0},
+              "solver": {"tol": 1e-10}}
+    plain, _ = cavi_run({**config, "solver": {"tol": 1e-10, "accelerate": False}},
+                        tmp_path / "plain")
+    fast, _ = cavi_run(config, tmp_path / "fast")
+    assert fast.iterations < plain.iterations
+    np.testing.assert_allclose(fast.eta["mu"], plain.eta["mu"], rtol=1e-8)

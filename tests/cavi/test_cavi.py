@@ -268,6 +268,8 @@ def test_cli_with_network_providers_reports_bands(trained_runs, tmp_path):
     ({"example": "normal_gamma", "data": [1.0], "arguments": PRIOR,
       "solver": {"damping": 2}}, "config key 'solver.damping'"),
     ({"example": "normal_gamma", "data": [1.0], "arguments": PRIOR,
+      "solver": {"accelerate": "yes"}}, "config key 'solver.accelerate'"),
+    ({"example": "normal_gamma", "data": [1.0], "arguments": PRIOR,
       "providers": {"sigma": "exact"}}, "config key 'providers.sigma' is unknown"),
 ])
 def test_bad_cavi_configs_name_the_key(config, message):
