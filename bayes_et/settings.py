@@ -401,10 +401,12 @@ class TrainSettings:
 @dataclasses.dataclass(frozen=True)
 class AuditSettings:
     """The audit of a CAVI answer: `members` members of each audited factor (all when the
-    factor has fewer), drawn without replacement with NumPy's generator `seed`."""
+    factor has fewer), drawn without replacement with NumPy's generator `seed`, stratified
+    along the members' eta (two per stratum) or by simple random sampling."""
 
     members: int = setting(30, integer(1, 10**8))
     seed: int = setting(0, integer(0, SEED_MAX))
+    design: str = setting("stratified", choice("stratified", "simple"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,15 +56,18 @@ _AUDIT = AuditSettings()  # the defaults
 class Audit:
     """What to audit: `oracles` maps a factor name to the provider that answers its members
     exactly (ExactMoments) or by sampling (SamplingMoments); `members` (n) members of each
-    are drawn without replacement with NumPy's generator `seed` (all of them when N <= n)."""
+    are drawn without replacement with NumPy's generator `seed` (all of them when N <= n),
+    by the sampling `design` (see `Sample`)."""
 
     oracles: Mapping[str, MomentProvider]
     members: int = _AUDIT.members
     seed: int = _AUDIT.seed
+    design: str = _AUDIT.design
 
     def check(self, model: CAVIModel, providers: tuple[MomentProvider, ...]) -> Audit:
         """The audit checked against the model (ValueError naming the field)."""
-        parse(AuditSettings, {"members": self.members, "seed": self.seed}, "solver.audit")
+        parse(AuditSettings, {"members": self.members, "seed": self.seed,
+                              "design": self.design}, "solver.audit")
         if not isinstance(self.oracles, Mapping) or not self.oracles:
             raise ValueError(f"audit.oracles: got {type(self.oracles).__name__}; allowed: a "
                              "non-empty mapping of factor name -> oracle provider")
@@ -218,10 +221,56 @@ def _answers(provider: MomentProvider, eta, key, full: bool):
     return provider.evaluate(eta, None, key, full=full)
 
 
-def _draw_members(audit: Audit, model: CAVIModel, a: int) -> np.ndarray:
-    size = len(model.eta0[a])
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """The audited members of one factor. Design 'stratified': the members sorted along the
+    leading principal direction of their eta (standardised) and cut into n // 2 strata of
+    consecutive members, two drawn from each (the first strata take the remainder), so a
+    misfit that varies smoothly with eta - the network's error is a function of eta - is
+    sampled evenly and its total estimated with far less variance than by 'simple' random
+    sampling (one stratum). `rows` sorted; `weight` per row N_h / n_h (the inverse of its
+    inclusion probability); `stratum` per row; `sizes` N_h per stratum."""
+
+    rows: np.ndarray
+    weight: np.ndarray
+    stratum: np.ndarray
+    sizes: np.ndarray
+
+    @property
+    def census(self) -> bool:
+        return len(self.rows) == int(self.sizes.sum())
+
+
+def _leading_direction(eta: np.ndarray) -> np.ndarray:
+    """Each member's coordinate along the first principal direction of the standardised eta
+    (coordinates that do not vary across members, to rounding, left out)."""
+    centred = eta - eta.mean(0)
+    spread = centred.std(0)
+    live = spread > 1e-9 * (1.0 + np.abs(eta).mean(0))
+    if not np.any(live):
+        return np.zeros(len(eta))
+    z = centred[:, live] / spread[live]
+    return z @ np.linalg.eigh(z.T @ z)[1][:, -1]
+
+
+def _draw_members(audit: Audit, eta, a: int) -> Sample:
+    """n members of factor `a` (eta: its members' eta at the network's fixed point)."""
+    eta = np.asarray(eta, np.float64).reshape(len(eta), -1)
+    size = len(eta)
+    n = min(audit.members, size)
     rng = np.random.default_rng([audit.seed, a])
-    return np.sort(rng.choice(size, min(audit.members, size), replace=False))
+    if audit.design == "simple" or n < 4 or n == size:
+        groups = [np.arange(size)]
+    else:
+        groups = np.array_split(np.argsort(_leading_direction(eta), kind="stable"), n // 2)
+    takes = np.full(len(groups), n // len(groups))
+    takes[:n % len(groups)] += 1
+    drawn = [rng.choice(g, t, replace=False) for g, t in zip(groups, takes, strict=True)]
+    rows = np.concatenate(drawn)
+    stratum = np.repeat(np.arange(len(groups)), takes)
+    sizes = np.array([len(g) for g in groups])
+    order = np.argsort(rows)
+    return Sample(rows[order], (sizes / takes)[stratum][order], stratum[order], sizes)
 
 
 def _z2(delta, network_cov, oracle_cov, flags) -> float:
@@ -263,23 +312,24 @@ class Rectified(MomentProvider):
         return Moments(mean, first.cov, first.flags | _nonfinite(mean))
 
 
-def _rectified(provider, oracle, rows, size: int) -> MomentProvider:
+def _rectified(provider, oracle, sample: Sample | None, size: int) -> MomentProvider:
     """What the rectified solve uses for a factor: its provider when not audited, the
     oracle itself for a census (the exact solve), else `Rectified`."""
     if oracle is None:
         return provider
-    if len(rows) == size:
+    if sample.census:
         return oracle
-    return Rectified(provider, oracle, jnp.zeros(size).at[rows].set(size / len(rows)))
+    return Rectified(provider, oracle, jnp.zeros(size).at[sample.rows].set(sample.weight))
 
 
 def _answers_at(model, providers, oracles, etas, means, rows_of, key,
                 network: bool = True) -> dict:
-    """Per audited factor: (rows, oracle - network at them, the oracle's MC covariance or
+    """Per audited factor: (its Sample, oracle - network at its rows, the oracle's MC covariance or
     None, its exact Jacobian or None, the oracle's answers, the network's full answers
     there, or None without `network`)."""
     out = {}
-    for a, rows in rows_of.items():
+    for a, sample in rows_of.items():
+        rows = sample.rows
         oracle, eta_rows = oracles[a], jnp.asarray(etas[a])[rows]
         truth = _answers(oracle, eta_rows, jax.random.fold_in(key, 7919 + a), True)
         truth_mean = np.asarray(truth.mean, np.float64)
@@ -291,7 +341,7 @@ def _answers_at(model, providers, oracles, etas, means, rows_of, key,
                        True) if network else None
         truth_jac = None if not oracle.exact else np.asarray(
             _oracle_jacobian(oracle, eta_rows, key), np.float64)
-        out[a] = (rows, truth_mean - np.asarray(means[a], np.float64)[rows],
+        out[a] = (sample, truth_mean - np.asarray(means[a], np.float64)[rows],
                   None if truth.cov is None else np.asarray(truth.cov, np.float64), truth_jac,
                   truth_mean, net)
     return out
@@ -306,7 +356,7 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
     began = time.perf_counter()
     names, start = model.names, etas
     oracles = {names.index(n): o for n, o in audit.oracles.items()}
-    rows_of = {a: _draw_members(audit, model, a) for a in oracles}
+    rows_of = {a: _draw_members(audit, etas[a], a) for a in oracles}
     first = _answers_at(model, providers, oracles, etas, means, rows_of, key)
     z2 = {names[a]: _z2(delta, None if net.cov is None else np.asarray(net.cov, np.float64),
                         cov, np.asarray(net.flags))
@@ -339,8 +389,8 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
     shaped = lambda arrays: {n: (a[0] if model.sizes[i] is None else a)
                              for i, (n, a) in enumerate(zip(names, arrays, strict=True))}
     return AuditResult(shaped(fixed), shaped(lo), shaped(hi), shaped(mean), shaped(mean_lo),
-                       shaped(mean_hi), z2, {names[a]: r for a, r in rows_of.items()},
-                       {names[a]: np.asarray(start[a], np.float64)[r]
+                       shaped(mean_hi), z2, {names[a]: r.rows for a, r in rows_of.items()},
+                       {names[a]: np.asarray(start[a], np.float64)[r.rows]
                         for a, r in rows_of.items()},
                        {names[a]: v[4] for a, v in first.items()}, method,
                        time.perf_counter() - began)
@@ -360,26 +410,29 @@ def _step_and_interval(model, providers, etas, means, audited, answers, key, tol
                                                                      strict=True))
     jac = list(jacobians(providers, etas, key))
     for a in audited:  # the sweep's Jacobian rectified as its residual is: by the sample
-        rows, _, _, truth_jac, _, _ = answers[a]
+        sample, _, _, truth_jac, _, _ = answers[a]
         if truth_jac is not None:
-            weight = len(model.eta0[a]) / len(rows)
+            rows, weight = sample.rows, sample.weight[:, None, None]
             jac[a] = jac[a].at[rows].add(weight * (truth_jac - jac[a][rows]))
     solved = solve_response(model, means, tuple(jac), columns)
     count = units[0].shape[0]
     total, variance = np.zeros(count), np.zeros((count, count))
     for a in audited:
-        rows, delta, oracle_cov, _, _, _ = answers[a]
-        size, n = len(model.eta0[a]), len(rows)
-        effects = np.asarray(_member_effects(model, means, a, tuple(near), jnp.asarray(rows)),
-                             np.float64)  # (n, K, d_a)
+        sample, delta, oracle_cov, _, _, _ = answers[a]
+        effects = np.asarray(_member_effects(model, means, a, tuple(near),
+                                             jnp.asarray(sample.rows)), np.float64)  # (n,K,d)
         d = np.einsum("nkd,nd->nk", effects, delta)
-        total += size / n * d.sum(0)
-        if n < size:  # sampling: without replacement, with the finite-population correction
-            spread = np.cov(d, rowvar=False, ddof=1).reshape(count, count) if n > 1 \
-                else np.full((count, count), np.inf)
-            variance += size**2 * (1 - n / size) / n * spread
-        if oracle_cov is not None:  # the oracle's own Monte-Carlo error
-            variance += size / n * np.einsum("nkd,nde,nle->kl", effects, oracle_cov, effects)
+        total += sample.weight @ d
+        for h, size in enumerate(sample.sizes):  # without replacement in each stratum,
+            d_h = d[sample.stratum == h]         # with the finite-population correction
+            n = len(d_h)
+            if n < size:
+                spread = np.cov(d_h, rowvar=False, ddof=1).reshape(count, count) if n > 1 \
+                    else np.full((count, count), np.inf)
+                variance += size**2 * (1 - n / size) / n * spread
+        if oracle_cov is not None:  # the oracle's own Monte-Carlo error (its part not
+            variance += np.einsum(  # already in the spread of the d)
+                "n,nkd,nde,nle->kl", sample.weight, effects, oracle_cov, effects)
     out = ([], [], []), ([], [], [])
     for e, m, p, x in zip(etas, means, jac, solved, strict=True):
         x, p = np.asarray(x, np.float64), np.asarray(p, np.float64)

@@ -176,7 +176,7 @@ def _audit(providers_cfg: dict, model: CAVIModel, solver: SolverSettings) -> Aud
                  "sampling)")
         return None
     settings = solver.audit or parse(AuditSettings, None)
-    return Audit(oracles, settings.members, settings.seed)
+    return Audit(oracles, settings.members, settings.seed, settings.design)
 
 
 def load_cavi_config(source: str | os.PathLike | dict) -> CAVIConfig:
