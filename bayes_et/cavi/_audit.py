@@ -49,6 +49,8 @@ SOLVE_TOL = 1e-10  # GMRES: relative residual of the linear-response solves
 SOLVE_RESTART = 30
 SOLVE_RESTARTS = 20
 CENSUS_SLACK = 10.0  # the narrowest interval: the solve's tol times this (its own error)
+RECTIFY_TOL = 1e-4  # the rectified sweeps of a sample stop here: the Newton step from their
+# end corrects what is left to second order, far inside an interval of sampling error
 _AUDIT = AuditSettings()  # the defaults
 
 
@@ -351,7 +353,7 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
                       means: tuple, audit: Audit, key, solve: Callable[[tuple], tuple],
                       tol: float) -> AuditResult:
     """Audit the fixed point (etas, means) that `providers` reached (see the module doc).
-    `solve(providers)` runs the solver from etas with other providers and returns its
+    `solve(providers, tol)` runs the solver from etas with other providers and returns its
     (etas, means); `tol` is the solver's tolerance."""
     began = time.perf_counter()
     names, start = model.names, etas
@@ -369,7 +371,8 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
         # network's fixed point instead
         swapped = tuple(_rectified(p, oracles.get(i), rows_of.get(i), len(e))
                         for i, (p, e) in enumerate(zip(providers, model.eta0, strict=True)))
-        swept, swept_means = solve(swapped)
+        census = all(s.census for s in rows_of.values())
+        swept, swept_means = solve(swapped, tol if census else max(tol, RECTIFY_TOL))
         if all(np.all(np.isfinite(np.asarray(e))) for e in swept):
             etas = swept
             means = tuple(_answers(providers[i], jnp.asarray(etas[i]), key, False).mean

@@ -627,8 +627,9 @@ def _audit(model, providers, etas, means, audit: Audit, key, settings: LoopSetti
     log_z = tuple(jnp.zeros(len(e)) for e in etas)
     untracked = settings._replace(track_elbo=False)
 
-    def exact_solve(swapped):
-        solved = _solve_jit(model, swapped, etas, log_z, zeros, key, None, untracked, False)
+    def exact_solve(swapped, tol):
+        solved = _solve_jit(model, swapped, etas, log_z, zeros, key, None,
+                            untracked._replace(tol=tol), False)
         return solved.etas, solved.means
 
     return audit_fixed_point(model, providers, etas, means, audit, key, exact_solve,
