@@ -1,23 +1,24 @@
 """The audit: a certified CAVI answer from a few exact evaluations (DESIGN.md §8b).
 
 At the network's fixed point eta~ an oracle (closed form, quadrature, Gauss-Hermite or
-sampling) answers n members of each audited factor, drawn at random without replacement.
-The exact sweep's residual r = F_exact(eta~) - eta~ lives in the updates of the audited
-factor's neighbours and is a population total over its members, r = sum_i B_i delta_i
-(delta_i = oracle - network at member i, B_i = d target / d mu_i, exact since the terms are
-multilinear). Its estimate (N/n) sum_{j in S} B_j delta_j is unbiased under the random
-draw whatever the network's error, with variance N^2 (1 - n/N) s_D^2 / n, plus (N/n)
-sum_j B_j C_j B_j^T for an oracle of Monte-Carlo error C_j (prediction-powered inference;
-the algebra of a control variate). With an exact oracle the estimating equation is solved
-to its fixed point: the rectified sweeps, in which every update the audited factor feeds
-sees the network's answers plus N/n times (oracle - network) at the audited members (the
-oracle answering those n members each sweep) - one Newton step from the network's fixed
+sampling) answers n members of each audited factor, drawn at random without replacement
+(stratified along the members' eta by default, `Sample`). The exact sweep's residual
+r = F_exact(eta~) - eta~ lives in the updates of the audited factor's neighbours and is a
+population total over its members, r = sum_i B_i delta_i (delta_i = oracle - network at
+member i, B_i = d target / d mu_i, exact since the terms are multilinear). Its estimate
+sum_{j in S} w_j B_j delta_j (w_j = N_h / n_h) is unbiased under the random draw whatever the
+network's error, with variance sum_h N_h^2 (1 - n_h/N_h) s_h^2 / n_h over the strata, plus
+sum_j w_j B_j C_j B_j^T for an oracle of Monte-Carlo error C_j (prediction-powered
+inference; the algebra of a control variate). With an exact oracle the estimating equation
+is solved to its fixed point: the rectified sweeps, in which every update the audited factor
+feeds sees the network's answers plus w_j times (oracle - network) at the audited members
+(the oracle answering those n members each sweep) - one Newton step from the network's fixed
 point is not enough where a poor network's fixed point is far off. With a sampling oracle
 (NUTS each sweep would cost too much) one Newton step, eta^ = eta~ + (I - J)^-1 r^, with the
 sweep's Jacobian J rectified the same way (the plate's part of J is a population total of
-per-member Jacobians: the network's, plus N/n times the oracle's minus the network's at the
-audited members). Either way the delta method gives the interval: (I - J)^-1 applied to the
-estimate's covariance. A census with an exact oracle is the exact solve: no sampling error,
+per-member Jacobians: the network's, plus w_j times the oracle's minus the network's at the
+audited members). Either way the delta method gives the interval: (I - J)^-1 applied to
+the estimate's covariance. A census with an exact oracle is the exact solve: no sampling error,
 no linearisation error (the interval is the solver's tolerance).
 
 The same linearisation gives the linear-response band: a function draw's error at eta~,
