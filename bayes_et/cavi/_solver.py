@@ -174,6 +174,15 @@ class LoopSettings(NamedTuple):
     track_elbo: bool
     accelerate: bool
 
+    @classmethod
+    def checked(cls, max_iter, tol, damping, track_elbo, accelerate, num_draws=0
+                ) -> LoopSettings:
+        """The loop's settings, checked in the settings layer (ValueError naming the key)."""
+        s = parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
+                                   "num_draws": num_draws, "track_elbo": track_elbo,
+                                   "accelerate": accelerate}, "solver")
+        return cls(s.max_iter, float(s.tol), float(s.damping), s.track_elbo, s.accelerate)
+
 
 class SolverState(NamedTuple):
     """The loop's state: sweeps done, per factor eta, mean statistics, flag bits, the last
@@ -539,9 +548,7 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     model = model.build() if isinstance(model, Model) else model
     if not isinstance(model, CAVIModel):
         raise ValueError(f"model: expected a CAVIModel or Model; got {type(model).__name__}")
-    parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
-                           "num_draws": num_draws, "track_elbo": bool(track_elbo),
-                           "accelerate": bool(accelerate)}, "solver")
+    settings = LoopSettings.checked(max_iter, tol, damping, track_elbo, accelerate, num_draws)
     provider_tuple = _provider_tuple(model, providers)
     num_draws = _num_draws(provider_tuple, num_draws)
     if audit is not None:
@@ -551,9 +558,9 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     if linear_response and not num_draws:
         raise ValueError("linear_response=True needs num_draws > 0 (it pushes each function "
                          "draw's error through the linearised fixed point)")
-    track_elbo = bool(track_elbo) and all(p.integrable for p in provider_tuple)
+    settings = settings._replace(
+        track_elbo=settings.track_elbo and all(p.integrable for p in provider_tuple))
     key = jax.random.key(0) if key is None else key
-    settings = LoopSettings(max_iter, float(tol), float(damping), track_elbo, bool(accelerate))
     timings = {"solve_seconds": 0.0}
     with jax.enable_x64(True):
         force = tuple(np.zeros(len(e), bool) for e in model.eta0)
@@ -652,7 +659,7 @@ def audit_result(model: CAVIModel | Model, result: CAVIResult, audit: Audit,
                              for n, f in zip(model.names, model.families, strict=True))
                        for d in (result.eta, result.mean_stats))
         return _audit(model, provider_tuple, etas, means, audit, key,
-                      LoopSettings(max_iter, float(tol), float(damping), False, bool(accelerate)))
+                      LoopSettings.checked(max_iter, tol, damping, False, accelerate))
 
 
 def _result(model, etas, means, flags, change, box, iterations, elbos, deltas, tol, timings,

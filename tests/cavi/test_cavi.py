@@ -7,6 +7,7 @@ import pytest
 
 from bayes_et import cli
 from bayes_et.cavi import (
+    Audit,
     CAVIModel,
     ExactMoments,
     Factor,
@@ -14,6 +15,7 @@ from bayes_et.cavi import (
     NetworkMoments,
     SamplingMoments,
     WithFallback,
+    audit_result,
     cavi_run,
     examples,
     load_cavi_config,
@@ -216,6 +218,15 @@ def test_model_validation_names_the_factor():
         run_cavi(model, num_draws=4)
     with pytest.raises(ValueError, match="solver.damping.: got 1.5"):
         run_cavi(model, damping=1.5)
+    # flags are checked as given (not cast to bool first), and audit_result checks its own
+    with pytest.raises(ValueError, match="solver.accelerate.: got 'no'; allowed: true or false"):
+        run_cavi(model, accelerate="no")
+    with pytest.raises(ValueError, match="solver.track_elbo.: got 0"):
+        run_cavi(model, track_elbo=0)
+    result = run_cavi(model)
+    oracle = Audit({"mu": ExactMoments(Gaussian())})
+    with pytest.raises(ValueError, match="solver.tol.: got -1.0"):
+        audit_result(model, result, oracle, tol=-1.0)
 
 
 def test_one_compiled_solver_serves_new_data(monkeypatch):
