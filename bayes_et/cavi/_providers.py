@@ -23,7 +23,11 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from bayes_et.et import AbstractET
 from bayes_et.expfam import ExponentialFamily, family_from_record
-from bayes_et.expfam._laplace import laplace_moments_at
+from bayes_et.expfam._laplace import (
+    MAX_TENSOR_DIM,
+    laplace_moments_at,
+    tensor_laplace_moments_at,
+)
 from bayes_et.expfam._quadrature import moments_at
 from bayes_et.settings import NetworkSettings, SamplerSettings, parse
 from bayes_et.train import TrainedET, load_run
@@ -40,11 +44,12 @@ class MomentFlag(enum.IntFlag):
     UPDATE_SHORTENED = 16  # a CAVI update left the natural-parameter space and was shortened
     UPDATE_REJECTED = 32  # no shortened update was valid: eta was kept
     NON_FINITE = 64  # the provider's answer was NaN or infinite
+    OVER_TOLERANCE = 128  # the tensor Gauss-Hermite error estimate passed its tolerance
 
 
 REGION_RTOL = 1e-6
 NEEDS_BACKUP = (MomentFlag.OUTSIDE_TRAINING_REGION | MomentFlag.WIDE_PREDICTIVE_SPREAD
-                | MomentFlag.NON_FINITE)
+                | MomentFlag.NON_FINITE | MomentFlag.OVER_TOLERANCE)
 _NETWORK = NetworkSettings  # defaults of the network provider's options
 FD_STEP = 1e-3  # relative step of the finite-difference Jacobian
 MEMBER_BLOCK = 4096  # eta per block in sequential maps: bounds memory for large plates
@@ -65,12 +70,12 @@ class Moments(NamedTuple):
     flags: Int[Array, " n"]
 
 
-def _block_map(fn, *args):
-    """fn over the leading axis of args, vmapped within blocks of MEMBER_BLOCK rows."""
+def _block_map(fn, *args, block: int = MEMBER_BLOCK):
+    """fn over the leading axis of args, vmapped within blocks of `block` rows."""
     n = args[0].shape[0]
-    if n <= MEMBER_BLOCK:
+    if n <= block:
         return jax.vmap(fn)(*args)
-    return jax.lax.map(lambda a: fn(*a), args, batch_size=MEMBER_BLOCK)
+    return jax.lax.map(lambda a: fn(*a), args, batch_size=block)
 
 
 class MomentProvider(eqx.Module):
@@ -157,12 +162,20 @@ def _zeros_flags(n: int):
     return jnp.zeros((n,), jnp.int32)
 
 
+def flag_where(condition, flag: MomentFlag) -> Int[Array, " n"]:
+    """`flag` where `condition` holds, else 0, as int32 (flags are combined with `|`; a
+    weakly typed int64 operand there crashed XLA's CPU compiler under x64, jax 0.10)."""
+    return jnp.where(condition, jnp.int32(flag), jnp.int32(0))
+
+
 def _nonfinite(mean) -> Int[Array, " n"]:
-    finite = jnp.all(jnp.isfinite(mean), axis=-1)
-    return jnp.where(finite, 0, MomentFlag.NON_FINITE).astype(jnp.int32)
+    return flag_where(~jnp.all(jnp.isfinite(mean), axis=-1), MomentFlag.NON_FINITE)
 
 
 ROUTES = ("auto", "closed_form", "quadrature", "gauss_hermite")
+TENSOR_NODES = 12  # the tensor route's nodes per axis (its answer uses twice as many)
+TENSOR_TOL = 1e-7  # its default tolerance (the estimate is the coarser rule's error)
+TENSOR_BLOCK_NODES = 2**20  # members x nodes per vmapped block of the tensor route
 
 
 class ExactMoments(MomentProvider):
@@ -170,8 +183,12 @@ class ExactMoments(MomentProvider):
     (any family with one-dimensional x; float64 inside the solver); or Gauss-Hermite around
     the Laplace mode (`gauss_hermite`, `nodes` and 2 x `nodes` points, fast for unimodal q),
     whose rows with an error estimate above `tol` are answered again with FINER times the
-    nodes, and those still above by the robust quadrature. `auto`: the
-    closed form where there is one, else the robust quadrature."""
+    nodes, and those still above by the robust quadrature. For x in R^d, d <= 3, the
+    `gauss_hermite` route is the tensor product of `nodes` (default 12) and 2 x `nodes` per
+    axis in the Laplace frame (default tol 1e-7); there is no robust route there, so a row
+    over tol is flagged OVER_TOLERANCE and answered NaN (a fallback, e.g. sampling, answers
+    it). `auto`: the closed form where there is one, else
+    the robust quadrature (1-D x), else the tensor Gauss-Hermite route (d <= 3)."""
 
     family: ExponentialFamily = eqx.field(static=True)
     route: str = eqx.field(static=True)
@@ -180,30 +197,56 @@ class ExactMoments(MomentProvider):
     exact: ClassVar[bool] = True
     oracle: ClassVar[bool] = True
 
-    def __init__(self, family: ExponentialFamily, route: str = "auto", *, nodes: int = 16,
-                 tol: float = 1e-9):
-        one_d = int(np.prod(family.x_shape)) == 1
+    def __init__(self, family: ExponentialFamily, route: str = "auto", *,
+                 nodes: int | None = None, tol: float | None = None):
+        dim = int(np.prod(family.x_shape))
         if route not in ROUTES:
             raise ValueError(f"ExactMoments: route={route!r}; allowed: {', '.join(ROUTES)}")
         if route == "auto":
-            route = "closed_form" if family.has_closed_form else "quadrature"
+            route = ("closed_form" if family.has_closed_form else "quadrature" if dim == 1
+                     else "gauss_hermite")
         if route == "closed_form" and not family.has_closed_form:
             raise ValueError(f"ExactMoments: {family.name} has no closed form; use route "
-                             "quadrature or gauss_hermite (1-D x), or SamplingMoments")
-        if route != "closed_form" and not one_d:
+                             "quadrature (1-D x) or gauss_hermite (x in R^d, d <= "
+                             f"{MAX_TENSOR_DIM}), or SamplingMoments")
+        if route == "quadrature" and dim > 1:
+            raise ValueError(f"ExactMoments: the robust quadrature needs 1-D x; {family.name} "
+                             f"has {family.x_shape}-shaped x: use route gauss_hermite or "
+                             "SamplingMoments")
+        if route == "gauss_hermite" and dim > 1 and (
+                dim > MAX_TENSOR_DIM or family.support.periodic):
             raise ValueError(f"ExactMoments: {family.name} has no closed form and "
-                             f"{family.x_shape}-shaped x; use SamplingMoments")
+                             f"{family.x_shape}-shaped x; the tensor Gauss-Hermite route "
+                             f"takes x in R^d, d <= {MAX_TENSOR_DIM}, off the circle: use "
+                             "SamplingMoments")
         if route == "gauss_hermite" and family.support.periodic:
             route = "quadrature"  # the circle has no Laplace mode to centre on: trapezoid
+        nodes = (16 if dim == 1 else TENSOR_NODES) if nodes is None else nodes
+        tol = (1e-9 if dim == 1 else TENSOR_TOL) if tol is None else tol
         if not (isinstance(nodes, int) and nodes >= 2) or not tol > 0:
             raise ValueError(f"ExactMoments: nodes={nodes!r} (an int >= 2), tol={tol!r} (> 0)")
         self.family, self.route, self.nodes, self.tol = family, route, nodes, float(tol)
+
+    @property
+    def _tensor(self) -> bool:
+        return self.route == "gauss_hermite" and int(np.prod(self.family.x_shape)) > 1
+
+    def _tensor_map(self, eta, second: bool = False):
+        block = max(1, TENSOR_BLOCK_NODES // (2 * self.nodes) ** len(self.family.x_shape))
+        return _block_map(lambda e: tensor_laplace_moments_at(self.family, e, self.nodes,
+                                                              second), eta, block=block)
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
         if self.route == "closed_form":
             mean = jax.vmap(self.family._mean_stats)(eta)
         elif self.route == "quadrature":
             mean = _block_map(lambda e: moments_at(self.family, e)[0], eta)
+        elif self._tensor:  # no robust route in R^d: flagged, answered by a fallback
+            mean, error = self._tensor_map(eta)
+            over = ~(error <= self.tol)
+            mean = jnp.where(over[:, None], jnp.nan, mean)
+            return Moments(mean, None, flag_where(over, MomentFlag.OVER_TOLERANCE)
+                           | _nonfinite(mean))
         else:
             rule = lambda nodes: lambda e, _=None: _block_map(
                 lambda x: laplace_moments_at(self.family, x, nodes), e)
@@ -223,9 +266,12 @@ class ExactMoments(MomentProvider):
         return jax.vmap(self.family._log_partition)(eta)
 
     def jacobian(self, eta, key):
-        """Cov_eta[T]: the closed form, else the robust quadrature's."""
+        """Cov_eta[T]: the closed form, else the robust quadrature's (the tensor rule's in
+        R^d)."""
         if self.route == "closed_form":
             return jax.vmap(self.family._fisher)(eta)
+        if self._tensor:
+            return self._tensor_map(eta, second=True)[1]
         return _block_map(lambda e: moments_at(self.family, e)[1], eta)
 
 
@@ -375,13 +421,13 @@ class NetworkMoments(MomentProvider):
             + jnp.diag(self.model.field_variance(eta))
         spread = jnp.sqrt(jnp.diagonal(cov)) / self.model.net.scaler.mu_scale
         wide = jnp.max(spread) > self.max_spread
-        return answer, cov, jnp.where(wide, MomentFlag.WIDE_PREDICTIVE_SPREAD, 0)
+        return answer, cov, flag_where(wide, MomentFlag.WIDE_PREDICTIVE_SPREAD)
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
         value, cov, spread = _block_map(lambda e: self._one(e, draw, full),
                                         eta.astype(jnp.float32))
         outside = jnp.any((eta < self.eta_min) | (eta > self.eta_max), axis=-1)
-        flags = (jnp.where(outside, MomentFlag.OUTSIDE_TRAINING_REGION, 0) | spread
+        flags = (flag_where(outside, MomentFlag.OUTSIDE_TRAINING_REGION) | spread
                  | _nonfinite(value))
         value = value.astype(eta.dtype)
         return Moments(value, None if cov is None else cov.astype(eta.dtype),

@@ -29,6 +29,7 @@ from ._providers import (
     MomentFlag,
     MomentProvider,
     flag_names,
+    flag_where,
 )
 
 MAX_HALVINGS = 30
@@ -160,9 +161,9 @@ def _shortened_step(family, old, target, damping):
         lambda c: (~valid(c[0])) & (c[1] < MAX_HALVINGS), shorten,
         (jnp.asarray(1.0 - damping, old.dtype), jnp.int32(0)))
     ok = valid(alpha)
-    bits = (jnp.where(halvings > 0, MomentFlag.UPDATE_SHORTENED, 0)
-            | jnp.where(ok, 0, MomentFlag.UPDATE_REJECTED))
-    return jnp.where(ok, old + alpha * step, old), bits.astype(jnp.int32)
+    bits = (flag_where(halvings > 0, MomentFlag.UPDATE_SHORTENED)
+            | flag_where(~ok, MomentFlag.UPDATE_REJECTED))
+    return jnp.where(ok, old + alpha * step, old), bits
 
 
 class LoopSettings(NamedTuple):

@@ -12,7 +12,7 @@ from ._named import (
     Quartic,
     VonMises,
 )
-from ._normal import Gaussian, MultivariateNormal, TruncatedNormal
+from ._normal import Gaussian, MultivariateNormal, MultivariatePoissonLogNormal, TruncatedNormal
 from ._quadrature import exact_moments, quadrature_moments
 from ._spec import build_family, family_from_record, family_spec, same_family
 from ._supports import Circle, Interval, Positive, Real, Support
@@ -20,14 +20,16 @@ from ._supports import Circle, Interval, Positive, Real, Support
 FAMILIES = {
     cls.__name__: cls
     for cls in (Gaussian, MultivariateNormal, Gamma, Beta, VonMises, LaplaceProduct,
-                TruncatedNormal, Quartic, PoissonLogNormal, GinzburgLandau)
+                TruncatedNormal, Quartic, PoissonLogNormal, GinzburgLandau,
+                MultivariatePoissonLogNormal)
 }
 """Built-in families by name (as used in configs)."""
 
 __all__ = [
     "FAMILIES", "Beta", "Circle", "ExponentialFamily", "Gamma", "Gaussian", "GinzburgLandau",
     "Interval",
-    "LaplaceProduct", "MultivariateNormal", "PoissonLogNormal", "Positive", "Quartic", "Real",
+    "LaplaceProduct", "MultivariateNormal", "MultivariatePoissonLogNormal", "PoissonLogNormal",
+    "Positive", "Quartic", "Real",
     "Support", "TruncatedNormal", "VonMises", "build_family", "exact_moments", "family_from_record",
     "family_spec", "same_family",
     "kl_divergence", "laplace_moments_at", "log_partition_difference", "quadrature_moments",

@@ -192,3 +192,33 @@ def _shifted_moments(alpha):
     near_u.append(3 * near_u[1] - near * near_u[2])
     log_j0 = jnp.where(tail, -jnp.log(far + rhos[1]), near_log_j0)
     return log_j0, tuple(jnp.where(tail, t, n) for t, n in zip(tail_u, near_u, strict=True))
+
+
+class MultivariatePoissonLogNormal(MultivariateNormal):
+    """exp(eta_x . x + eta_xxT . tril(x x^T) + eta_exp . e^x) on R^d: the posterior of the
+    latent log-rates x of d counts y_k ~ Poisson(e^{x_k}) under a Gaussian prior N(m, P^-1)
+    (eta_x = y + P m, eta_xxT the precision's lower triangle as in MultivariateNormal,
+    eta_exp = -exposures). T = [x, tril(x x^T), e^x]; no closed form (the tensor
+    Gauss-Hermite route for d <= 3, else sampling)."""
+
+    @property
+    def stat_shapes(self):
+        """x: (d,), xxT: (d (d + 1) / 2,) (row-major lower triangle), exp_x: (d,)."""
+        return {**super().stat_shapes, "exp_x": (self.d,)}
+
+    @property
+    def eta_box(self):
+        """Default box: MultivariateNormal's, eta_x in [0, 20], eta_exp in [-2, -0.5]."""
+        return {**super().eta_box, "x": (0.0, 20.0), "exp_x": (-2.0, -0.5)}
+
+    def _compute_stats(self, x):
+        return {**super()._compute_stats(x), "exp_x": jnp.exp(x)}
+
+    def eta_constraints(self, eta):
+        return {**super().eta_constraints(eta),
+                "eta['exp_x'] < 0": jnp.all(eta["exp_x"] < 0, -1)}
+
+    # no closed form: the Gaussian's are not inherited
+    _log_partition = ExponentialFamily._log_partition
+    _mean_stats = ExponentialFamily._mean_stats
+    _fisher = ExponentialFamily._fisher
