@@ -343,6 +343,7 @@ def two_dimensional(quick: bool, exposure: np.ndarray) -> dict:
                          provs, tol=SOLVER["tol"], max_iter=SOLVER["max_iter"])
     audit_s = time.perf_counter() - began
     joint = nuts_bivariate(data)
+    exact = tensor_gauss_hermite(model, learned, provs, family, start, data, n, solve_s)
     band = banded.band("mean_stats")
     row = {"n": n, "data_and_training_seconds": prepare, "test_metrics": metrics["test"],
            "network": {"compile_seconds": compile_s, "solve_seconds": solve_s,
@@ -358,7 +359,8 @@ def two_dimensional(quick: bool, exposure: np.ndarray) -> dict:
                "members": 30, "seconds": audit_s, "seconds_over_solve": audit_s / solve_s,
                "m": [float(audit.mean_stats[k][0]) for k in ("m1", "m2")],
                "m_interval": [[float(audit.mean_lo[k][0]), float(audit.mean_hi[k][0])]
-                              for k in ("m1", "m2")], "z2": float(audit.z2["x"])}}
+                              for k in ("m1", "m2")], "z2": float(audit.z2["x"])},
+           "gauss_hermite": exact}
     print(f"2-D plate N={n}: network CAVI {solve_s:.3f} s ({learned.iterations} sweeps); NUTS "
           f"as provider ~{row['nuts_provider_estimate_seconds']:.0f} s; joint NUTS "
           f"{joint['seconds']:.1f} s; m {row['network']['m']} vs NUTS "
@@ -367,6 +369,48 @@ def two_dimensional(quick: bool, exposure: np.ndarray) -> dict:
           f"{row['audit_nuts_oracle']['m']} in {row['audit_nuts_oracle']['m_interval']}",
           flush=True)
     return row
+
+
+def tensor_gauss_hermite(model, learned, provs, family, start, data, n, network_s) -> dict:
+    """The 2-D plate's exact route (ExactMoments 'gauss_hermite': 12 x 12 and 24 x 24 nodes
+    in the Laplace frame): its fixed point, the network's distance from it in posterior sd,
+    an audit with it as the oracle (30 members), and seconds per member per sweep of the
+    network (Gauss-Hermite fallback: no sampler in the loop) and of the route at N = 10^4
+    (exposures resampled from the real ones, so that eta stays in the training region)."""
+    exact = ExactMoments(family, "gauss_hermite")
+    gh, gh_compile, gh_s = timed_cavi(model, {"x": exact}, num_draws=0, init=start)
+    m = lambda r: np.array([r.mean_stats[k][0] for k in ("m1", "m2")])
+    sd = np.sqrt([-0.5 / gh.eta[k][1] for k in ("m1", "m2")])  # q(m_k) is Gaussian
+    audit = audit_result(model, learned, Audit({"x": exact}, 30, 0), provs,
+                         tol=SOLVER["tol"], max_iter=SOLVER["max_iter"])
+    lo, hi = (np.array([bound[k][0] for k in ("m1", "m2")])
+              for bound in (audit.mean_lo, audit.mean_hi))
+    rng = np.random.default_rng(11)
+    big_data = bivariate_counts(10_000, 8, rng.choice(np.exp(data["offset"]), 10_000))
+    big = bivariate_model(big_data)
+    network = {"x": WithFallback(provs["x"].primary, exact)}
+    big_start = {f"m{k + 1}": [float(v) * 1e-2, -0.5e-2] for k, v in enumerate(m(gh))}
+    per_member = {}
+    for name, providers in (("network", network), ("gauss_hermite", {"x": exact})):
+        result, _, seconds = timed_cavi(big, providers, num_draws=0, init=big_start)
+        per_member[name] = {"solve_seconds": seconds, "sweeps": result.iterations,
+                            "flag_counts": result.flag_counts["x"],
+                            "seconds_per_member_sweep": seconds / (10_000 * result.iterations)}
+    out = {"compile_seconds": gh_compile, "solve_seconds": gh_s, "sweeps": gh.iterations,
+           "flag_counts": gh.flag_counts["x"], "m": m(gh).tolist(),
+           "network_minus_exact_over_sd": ((m(learned) - m(gh)) / sd).tolist(),
+           "network_solve_over_exact_solve": network_s / gh_s,
+           "audit_exact_oracle": {"members": 30, "seconds": audit.seconds,
+                                  "m": [float(audit.mean_stats[k][0]) for k in ("m1", "m2")],
+                                  "contains_exact": bool(np.all((lo <= m(gh)) & (m(gh) <= hi))),
+                                  "half_width_over_sd": ((hi - lo) / 2 / sd).tolist(),
+                                  "z2": float(audit.z2["x"])},
+           "n_10000": per_member}
+    print(f"2-D plate, tensor Gauss-Hermite: {gh_s:.2f} s ({gh.iterations} sweeps), network "
+          f"{out['network_minus_exact_over_sd']} sd off; at N = 10^4 per member per sweep: "
+          + ", ".join(f"{k} {v['seconds_per_member_sweep'] * 1e6:.1f} us"
+                      for k, v in per_member.items()), flush=True)
+    return out
 
 
 def nuts_bivariate(data: dict, seed: int = 0) -> dict:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayes_et.cavi import ExactMoments, MomentFlag
+from bayes_et.cavi import ExactMoments, MomentFlag, SamplingMoments, WithFallback
 from bayes_et.expfam import GinzburgLandau, MultivariatePoissonLogNormal, PoissonLogNormal
 
 integrate, optimize, special = (pytest.importorskip(f"scipy.{m}")
@@ -114,6 +114,22 @@ def test_a_ring_shaped_factor_is_flagged_not_answered():
     flags, mean = np.asarray(got.flags), np.asarray(got.mean)
     assert flags[0] & MomentFlag.OVER_TOLERANCE and np.all(np.isnan(mean[0]))
     assert flags[1] == 0 and np.all(np.isfinite(mean[1]))
+
+
+@pytest.mark.slow
+def test_a_sampling_fallback_answers_the_flagged_ring():
+    """With a sampling fallback the ring is answered by NUTS, the well by the tensor rule."""
+    ring = [0.0, 0.0, 2.0, 2.0, 0.0, -0.5]
+    well = [0.3, -0.2, -4.0, -4.0, 0.2, -0.05]
+    mean = np.asarray(ExactMoments(GinzburgLandau(), "gauss_hermite").evaluate(
+        jnp.asarray([ring, well]), None, jax.random.key(0)).mean)
+    both = WithFallback(ExactMoments(GinzburgLandau(), "gauss_hermite"), SamplingMoments(
+        GinzburgLandau(), num_chains=2, num_warmup=200, num_samples=200))
+    got = both.evaluate(jnp.asarray([ring, well]), None, jax.random.key(0))
+    flags, answer = np.asarray(got.flags), np.asarray(got.mean)
+    assert flags[0] & MomentFlag.ANSWERED_BY_FALLBACK and np.all(np.isfinite(answer[0]))
+    assert abs(answer[0][2] + answer[0][3] - 2.0) < 0.5  # E|x|^2 ~ the ring's radius^2 = 2
+    assert flags[1] == 0 and np.array_equal(answer[1], mean[1])
 
 
 def test_routes_are_checked_by_dimension():
