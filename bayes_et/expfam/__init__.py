@@ -15,13 +15,14 @@ from ._named import (
 from ._normal import Gaussian, MultivariateNormal, MultivariatePoissonLogNormal, TruncatedNormal
 from ._quadrature import exact_moments, quadrature_moments
 from ._spec import build_family, family_from_record, family_spec, same_family
-from ._supports import Circle, Interval, Positive, Real, Support
+from ._supports import Circle, Interval, Positive, PositiveDefinite, Real, Support
+from ._wishart import Wishart
 
 FAMILIES = {
     cls.__name__: cls
     for cls in (Gaussian, MultivariateNormal, Gamma, Beta, VonMises, LaplaceProduct,
                 TruncatedNormal, Quartic, PoissonLogNormal, GinzburgLandau,
-                MultivariatePoissonLogNormal)
+                MultivariatePoissonLogNormal, Wishart)
 }
 """Built-in families by name (as used in configs)."""
 
@@ -29,8 +30,9 @@ __all__ = [
     "FAMILIES", "Beta", "Circle", "ExponentialFamily", "Gamma", "Gaussian", "GinzburgLandau",
     "Interval",
     "LaplaceProduct", "MultivariateNormal", "MultivariatePoissonLogNormal", "PoissonLogNormal",
-    "Positive", "Quartic", "Real",
-    "Support", "TruncatedNormal", "VonMises", "build_family", "exact_moments", "family_from_record",
+    "Positive", "PositiveDefinite", "Quartic", "Real",
+    "Support", "TruncatedNormal", "VonMises", "Wishart", "build_family", "exact_moments",
+    "family_from_record",
     "family_spec", "same_family",
     "kl_divergence", "laplace_moments_at", "log_partition_difference", "quadrature_moments",
 ]

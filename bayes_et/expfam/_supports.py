@@ -130,3 +130,40 @@ class Circle(Support):
 
     def log_det_jacobian(self, u):
         return -0.5 * jnp.sum(u**2, axis=-1)
+
+
+class PositiveDefinite(Support):
+    """Symmetric positive-definite d x d matrices x = L L^T, L lower triangular with
+    L_ii = exp(u_ii): one u of d (d + 1) / 2 numbers (the lower triangle, row-major) per x,
+    not elementwise. log|dx/du| = d log 2 + sum_i (d - i + 1) u_ii (0-based i)."""
+
+    def __init__(self, d: int):
+        self.d = d
+        self.u_size = d * (d + 1) // 2
+
+    def u_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.u_size,)
+
+    def _lower(self, u):
+        rows, cols = jnp.tril_indices(self.d)
+        lower = jnp.zeros((self.d, self.d), u.dtype).at[rows, cols].set(u)
+        diagonal = jnp.diagonal(lower)
+        return lower + jnp.diag(jnp.exp(diagonal) - diagonal)
+
+    def forward(self, u):
+        lower = self._lower(u)
+        return lower @ lower.T
+
+    def inverse(self, x):
+        lower = jnp.linalg.cholesky(x)
+        lower = lower + jnp.diag(jnp.log(jnp.diagonal(lower)) - jnp.diagonal(lower))
+        return lower[jnp.tril_indices(self.d)]
+
+    def log_det_jacobian(self, u):
+        rows, cols = jnp.tril_indices(self.d)
+        power = jnp.where(rows == cols, self.d - rows + 1, 0)
+        return self.d * math.log(2.0) + jnp.sum(power * u)
+
+    def contains(self, x):
+        symmetric = jnp.allclose(x, jnp.swapaxes(x, -1, -2))
+        return symmetric & jnp.all(jnp.linalg.eigvalsh(x) > 0)
