@@ -2,7 +2,7 @@
 
 from . import examples
 from ._audit import Audit, AuditResult
-from ._model import CAVIModel, Factor, Model, Stat, model_from_config
+from ._model import Block, CAVIModel, Factor, Model, Stat, model_from_config
 from ._providers import (
     ExactMoments,
     MomentFlag,
@@ -16,7 +16,8 @@ from ._run import CAVIConfig, audit_answers, cavi_run, fallback_answers, load_ca
 from ._solver import CAVIResult, audit_result, run_cavi
 
 __all__ = [
-    "Audit", "AuditResult", "CAVIConfig", "CAVIModel", "CAVIResult", "ExactMoments", "Factor",
+    "Audit", "AuditResult", "Block", "CAVIConfig", "CAVIModel", "CAVIResult", "ExactMoments",
+    "Factor",
     "Model", "MomentFlag", "MomentProvider", "NetworkMoments", "SamplingMoments", "Stat",
     "WithFallback", "audit_answers", "audit_result", "cavi_run", "examples",
     "fallback_answers", "flag_names", "load_cavi_config", "model_from_config", "run_cavi",

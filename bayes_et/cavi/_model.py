@@ -52,6 +52,16 @@ class Stat(NamedTuple):
         return f"{self.factor}[{self.label!r}]" + ("[index]" if self.index is not None else "")
 
 
+class Block(NamedTuple):
+    """Every component of one (vector) statistic of a factor, in order: `factor.block('x')`,
+    or `factor.block('x')[index]` to link term rows to plate members (`Model.product`)."""
+
+    stats: tuple[Stat, ...]
+
+    def __getitem__(self, index) -> Block:
+        return Block(tuple(s[index] for s in self.stats))
+
+
 class FactorRef(NamedTuple):
     """What `Model.factor` returns: index it by a statistic label to use it in a term."""
 
@@ -65,6 +75,17 @@ class FactorRef(NamedTuple):
             raise ValueError(f"factor '{self.name}': unknown statistic {label!r}; allowed: "
                              f"{list(labels)}")
         return Stat(self.name, label, labels.index(label))
+
+    def block(self, label: str) -> Block:
+        """All components of statistic `label` (e.g. 'x' of a MultivariateNormal: x[0], ...)."""
+        names = list(self.family.stat_shapes)
+        if label not in names:
+            raise ValueError(f"factor '{self.name}': unknown statistic {label!r}; allowed: "
+                             f"{names}")
+        size = self.family.stat_sizes[names.index(label)]
+        flat = [label] if size == 1 and label in self.family.flat_names else [
+            f"{label}[{j}]" for j in range(size)]
+        return Block(tuple(self[f] for f in flat))
 
 
 class Term(eqx.Module):
@@ -280,6 +301,25 @@ class Model:
         """Add coef * prod of the statistics (a number, or one coefficient per term row)."""
         self._terms.append((coef, stats))
         self.build()  # validates the term where it is written
+
+    def product(self, coef, *blocks: Block) -> None:
+        """Add sum_j coef[j_1, ..., j_k] prod_k T_{block k}[j_k]: an inner product over the
+        blocks' components in one call (e.g. mu^T Lambda z_i as coef[a, t, b] = 1 where t is
+        the entry (a, b) of Lambda's lower triangle). coef has one axis per block, its length
+        the block's size, or a leading axis of term rows (per-member coefficients); one term
+        per non-zero entry."""
+        if not blocks or not all(isinstance(b, Block) for b in blocks):
+            raise ValueError("product: give blocks, factor.block('label'); got "
+                             f"{[type(b).__name__ for b in blocks]}")
+        coef = np.asarray(coef, np.float64)
+        sizes = tuple(len(b.stats) for b in blocks)
+        if coef.shape[coef.ndim - len(blocks):] != sizes or coef.ndim > len(blocks) + 1:
+            raise ValueError(f"product: coef of shape {coef.shape}; allowed: {sizes} or "
+                             f"(rows, {', '.join(map(str, sizes))}) for the blocks "
+                             f"{[b.stats[0].factor for b in blocks]}")
+        entries = coef if coef.ndim == len(blocks) else np.any(coef != 0, 0)
+        for j in zip(*np.nonzero(entries), strict=True):
+            self.term(coef[(..., *j)], *(b.stats[k] for b, k in zip(blocks, j, strict=True)))
 
     def build(self) -> CAVIModel:
         """The model as `run_cavi` takes it."""

@@ -173,7 +173,7 @@ def _nonfinite(mean) -> Int[Array, " n"]:
 
 
 ROUTES = ("auto", "closed_form", "quadrature", "gauss_hermite")
-TENSOR_NODES = 12  # the tensor route's nodes per axis (its answer uses twice as many)
+TENSOR_NODES = {2: 16, 3: 12}  # the tensor route's nodes per axis (its answer uses twice)
 TENSOR_TOL = 1e-7  # its default tolerance (the estimate is the coarser rule's error)
 TENSOR_BLOCK_NODES = 2**20  # members x nodes per vmapped block of the tensor route
 
@@ -184,8 +184,9 @@ class ExactMoments(MomentProvider):
     the Laplace mode (`gauss_hermite`, `nodes` and 2 x `nodes` points, fast for unimodal q),
     whose rows with an error estimate above `tol` are answered again with FINER times the
     nodes, and those still above by the robust quadrature. For x in R^d, d <= 3, the
-    `gauss_hermite` route is the tensor product of `nodes` (default 12) and 2 x `nodes` per
-    axis in the Laplace frame (default tol 1e-7); there is no robust route there, so a row
+    `gauss_hermite` route is the tensor product of `nodes` (default 16 for d = 2, 12 for
+    d = 3) and 2 x `nodes` per axis in the Laplace frame (default tol 1e-7), rows over tol
+    answered again with twice the nodes; there is no robust route there, so a row still
     over tol is flagged OVER_TOLERANCE and answered NaN (a fallback, e.g. sampling, answers
     it). `auto`: the closed form where there is one, else
     the robust quadrature (1-D x), else the tensor Gauss-Hermite route (d <= 3)."""
@@ -221,8 +222,9 @@ class ExactMoments(MomentProvider):
                              "SamplingMoments")
         if route == "gauss_hermite" and family.support.periodic:
             route = "quadrature"  # the circle has no Laplace mode to centre on: trapezoid
-        nodes = (16 if dim == 1 else TENSOR_NODES) if nodes is None else nodes
-        tol = (1e-9 if dim == 1 else TENSOR_TOL) if tol is None else tol
+        tensor = route == "gauss_hermite" and dim > 1
+        nodes = (TENSOR_NODES[dim] if tensor else 16) if nodes is None else nodes
+        tol = (TENSOR_TOL if tensor else 1e-9) if tol is None else tol
         if not (isinstance(nodes, int) and nodes >= 2) or not tol > 0:
             raise ValueError(f"ExactMoments: nodes={nodes!r} (an int >= 2), tol={tol!r} (> 0)")
         self.family, self.route, self.nodes, self.tol = family, route, nodes, float(tol)
@@ -231,10 +233,11 @@ class ExactMoments(MomentProvider):
     def _tensor(self) -> bool:
         return self.route == "gauss_hermite" and int(np.prod(self.family.x_shape)) > 1
 
-    def _tensor_map(self, eta, second: bool = False):
-        block = max(1, TENSOR_BLOCK_NODES // (2 * self.nodes) ** len(self.family.x_shape))
-        return _block_map(lambda e: tensor_laplace_moments_at(self.family, e, self.nodes,
-                                                              second), eta, block=block)
+    def _tensor_map(self, eta, second: bool = False, nodes: int | None = None):
+        nodes = self.nodes if nodes is None else nodes
+        block = max(1, TENSOR_BLOCK_NODES // (2 * nodes) ** len(self.family.x_shape))
+        return _block_map(lambda e: tensor_laplace_moments_at(self.family, e, nodes, second),
+                          eta, block=block)
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
         if self.route == "closed_form":
@@ -243,6 +246,9 @@ class ExactMoments(MomentProvider):
             mean = _block_map(lambda e: moments_at(self.family, e)[0], eta)
         elif self._tensor:  # no robust route in R^d: flagged, answered by a fallback
             mean, error = self._tensor_map(eta)
+            over = ~(error <= self.tol) if active is None else ~(error <= self.tol) & active
+            mean, error = on_rows(lambda e, _: self._tensor_map(e, nodes=2 * self.nodes), eta,
+                                  over, (mean, error), block=64)
             over = ~(error <= self.tol)
             mean = jnp.where(over[:, None], jnp.nan, mean)
             return Moments(mean, None, flag_where(over, MomentFlag.OVER_TOLERANCE)

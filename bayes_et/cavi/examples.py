@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from bayes_et.expfam import Gamma, Gaussian, PoissonLogNormal, Quartic
+from bayes_et.expfam import (
+    Gamma,
+    Gaussian,
+    MultivariateNormal,
+    MultivariatePoissonLogNormal,
+    PoissonLogNormal,
+    Quartic,
+    Wishart,
+)
 
 from ._model import CAVIModel, Factor, Model
 
@@ -242,3 +250,65 @@ EXAMPLES: dict[str, Any] = {
     "grouped_poisson_lognormal": grouped_poisson_lognormal,
     "gaussian_random_effects": gaussian_random_effects}
 """Example builders by name (as used in configs)."""
+
+
+def _tril_convention(d: int) -> np.ndarray:
+    """Per entry of a lower triangle (row-major): 1/2 on the diagonal, 1 off it, so that
+    -(c * tril(M)) . tril(X) = -tr(M X) / 2 for symmetric M and X."""
+    rows, cols = np.tril_indices(d)
+    return np.where(rows == cols, 0.5, 1.0)
+
+
+def multivariate_poisson_lognormal(counts, offsets=None, prior_mean: float = 0.0,
+                                   prior_sd: float = 10.0, nu0: float | None = None,
+                                   scale0=None) -> CAVIModel:
+    """y_ij ~ Poisson(e^{z_ij}), z_i = o_i + r_i, r_i ~ N(mu, Lambda^-1) in R^p,
+    mu ~ N(prior_mean, prior_sd^2 I), Lambda ~ Wishart(nu0, scale0) (default nu0 = p + 1,
+    scale0 = I / nu0: E[Lambda] = I), under the full mean field q(mu) q(Lambda) prod q(z_i).
+    Factors `mu` (MultivariateNormal(p)), `Lambda` (Wishart(p)) and the plate `z`
+    (MultivariatePoissonLogNormal(p); with the offsets in its prior, every member has
+    eta_exp = -1). The Gaussian's three-way terms mu^T Lambda z_i and tr(Lambda z_i z_i^T)
+    are written once each by `Model.product` over the statistics' components."""
+    y = np.asarray(counts, np.float64)
+    if y.ndim != 2 or y.shape[1] < 1 or not np.all(np.isfinite(y)) or np.any(y < 0):
+        raise ValueError(f"counts: expected finite non-negative counts of shape (N, p); got "
+                         f"shape {y.shape}" + (", negative entries" if y.size and np.nanmin(
+                             y) < 0 else ""))
+    n, p = y.shape
+    o = np.zeros_like(y) if offsets is None else np.asarray(offsets, np.float64)
+    if o.ndim == 1 and len(o) == n:
+        o = np.repeat(o[:, None], p, 1)  # one offset per sample (log library size)
+    if o.shape != y.shape or not np.all(np.isfinite(o)):
+        raise ValueError(f"offsets: expected finite values of shape ({n},) or {y.shape}; got "
+                         f"shape {o.shape}")
+    nu0 = p + 1.0 if nu0 is None else float(nu0)
+    scale0 = np.eye(p) / nu0 if scale0 is None else np.asarray(scale0, np.float64)
+    _positive(prior_sd=prior_sd)
+    if not nu0 > p - 1:
+        raise ValueError(f"nu0: got {nu0}; allowed: > p - 1 = {p - 1} (a proper Wishart)")
+    if scale0.shape != (p, p) or not np.all(np.linalg.eigvalsh(scale0) > 0):
+        raise ValueError(f"scale0: expected a ({p}, {p}) positive-definite matrix; got "
+                         f"shape {scale0.shape}")
+    rows, cols = np.tril_indices(p)
+    half = _tril_convention(p)
+    tril = np.zeros((p, p), int)
+    tril[rows, cols] = tril[cols, rows] = np.arange(len(rows))
+    m = Model()
+    mu = m.factor("mu", MultivariateNormal(p), np.concatenate(
+        [np.full(p, prior_mean / prior_sd**2), -half * np.eye(p)[rows, cols] / prior_sd**2]))
+    spread = np.linalg.inv(scale0) + o.T @ o  # the offsets' part of -tr(Lambda o o^T) / 2
+    lam = m.factor("Lambda", Wishart(p), np.concatenate(
+        [[(nu0 - p - 1) / 2 + n / 2], -half * spread[rows, cols]]))
+    z = m.factor("z", MultivariatePoissonLogNormal(p), np.concatenate(
+        [y, np.zeros((n, len(rows))), -np.ones((n, p))], 1))
+    quadratic = -np.diag(half)                           # -tr(Lambda X) / 2 over tril(X)
+    m.product(quadratic, lam.block("x"), z.block("xxT"))  # -tr(Lambda z z^T) / 2
+    m.product(n * quadratic, lam.block("x"), mu.block("xxT"))  # -N tr(Lambda mu mu^T) / 2
+    cross = np.zeros((p, len(rows), p))                  # a^T Lambda b = sum cross a Lambda b
+    for a in range(p):
+        for b in range(p):
+            cross[a, tril[a, b], b] = 1.0
+    m.product(cross, mu.block("x"), lam.block("x"), z.block("x"))      # mu^T Lambda z_i
+    m.product(np.einsum("ia,atb->itb", o, cross), lam.block("x"), z.block("x"))  # o_i Lambda z_i
+    m.product(-np.einsum("a,atb->tb", o.sum(0), cross), lam.block("x"), mu.block("x"))
+    return m.build()
