@@ -42,14 +42,14 @@ from ._providers import (
     WithFallback,
 )
 from ._solver import CAVIResult, run_cavi
-from .examples import EXAMPLES, cancer_data, simulate, simulate_counts
+from .examples import DATASETS, EXAMPLES, simulate, simulate_counts
 
 KEYS = {"example", "arguments", "data", "model", "providers", "solver"}
 SIMULATE_KEYS = {"n", "mean", "sd", "seed"}
 COUNTS_KEYS = {"n", "mu", "tau", "seed", "groups", "tau_u"}
 EXACT_ROUTES = {"exact": "auto", "quadrature": "quadrature", "gauss_hermite": "gauss_hermite"}
 DATA_FORMS = ("a list of numbers, {simulate: {n, mean, sd, seed}}, {simulate_counts: {n, mu, "
-              "tau, seed, groups, tau_u}}, {statsmodels: cancer, rows: K}, or {arrays: {name: "
+              "tau, seed, groups, tau_u}}, {dataset: cancer or scrt, rows: K}, or {arrays: {name: "
               "[...]}}")
 
 
@@ -91,11 +91,12 @@ def _data(value) -> dict[str, np.ndarray]:
             integer(0)(key + "seed", sim["seed"]),
             groups=integer(0, 10**6)(key + "groups", sim.get("groups", 0)),
             tau_u=number(0.0, low_open=True)(key + "tau_u", sim.get("tau_u", 4.0)))
-    if "statsmodels" in value:
-        known_keys("data", value, {"statsmodels", "rows"})
-        if value["statsmodels"] != "cancer":
-            fail("data.statsmodels", value["statsmodels"], "cancer")
-        arrays = cancer_data()
+    if "dataset" in value:
+        known_keys("data", value, {"dataset", "rows"})
+        if value["dataset"] not in DATASETS:
+            fail("data.dataset", value["dataset"], ", ".join(DATASETS))
+        arrays = {k: a for k, a in DATASETS[value["dataset"]]().items()
+                  if np.asarray(a).dtype.kind in "iuf"}  # the numbers the builders take
         rows = integer(1)("data.rows", value.get("rows", len(arrays["counts"])))
         return {k: a[:rows] for k, a in arrays.items()}
     if "arrays" in value:

@@ -10,6 +10,8 @@ fixed point (a linear solve).
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -219,11 +221,29 @@ def cancer_data() -> dict[str, np.ndarray]:
     try:
         from statsmodels.datasets import cancer
     except ImportError:
-        raise ValueError("data {statsmodels: cancer} needs statsmodels: pip install "
+        raise ValueError("data {dataset: cancer} needs statsmodels: pip install "
                          "'bayes-et[bench]'") from None
     frame = cancer.load_pandas().data
     return {"counts": frame["cancer"].to_numpy(np.float64),
             "exposure": frame["population"].to_numpy(np.float64)}
+
+
+def scrt_data() -> dict[str, np.ndarray]:
+    """Real multivariate counts shipped with the package (bayes_et/cavi/data/scrt.csv, whose
+    header names its source and the rule that chose its columns): 2000 cells x 3 genes
+    (SPP1, APOC1, CXCL8) of the scMARK single-cell RNA data as pyPLNmodels ships it (MIT).
+    `counts` (2000, 3), `offsets` the log library size (2000,), `cell_type` (strings)."""
+    path = Path(__file__).with_name("data") / "scrt.csv"
+    with path.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    column = lambda name: np.array([r[name] for r in rows], np.float64)
+    return {"counts": np.stack([column(g) for g in ("SPP1", "APOC1", "CXCL8")], 1),
+            "offsets": np.log(column("library_size")),
+            "cell_type": np.array([r["cell_type"] for r in rows])}
+
+
+DATASETS: dict[str, Any] = {"cancer": cancer_data, "scrt": scrt_data}
+"""Real data sets by name (as used in configs: data: {dataset: NAME, rows: K})."""
 
 
 def simulate_counts(n: int, mu: float, tau: float, seed: int, exposure=None,
@@ -244,14 +264,6 @@ def simulate_counts(n: int, mu: float, tau: float, seed: int, exposure=None,
     return out
 
 
-EXAMPLES: dict[str, Any] = {
-    "normal_gamma": normal_gamma, "quartic_prior": quartic_prior,
-    "poisson_lognormal": poisson_lognormal,
-    "grouped_poisson_lognormal": grouped_poisson_lognormal,
-    "gaussian_random_effects": gaussian_random_effects}
-"""Example builders by name (as used in configs)."""
-
-
 def _tril_convention(d: int) -> np.ndarray:
     """Per entry of a lower triangle (row-major): 1/2 on the diagonal, 1 off it, so that
     -(c * tril(M)) . tril(X) = -tr(M X) / 2 for symmetric M and X."""
@@ -262,13 +274,14 @@ def _tril_convention(d: int) -> np.ndarray:
 def multivariate_poisson_lognormal(counts, offsets=None, prior_mean: float = 0.0,
                                    prior_sd: float = 10.0, nu0: float | None = None,
                                    scale0=None) -> CAVIModel:
-    """y_ij ~ Poisson(e^{z_ij}), z_i = o_i + r_i, r_i ~ N(mu, Lambda^-1) in R^p,
+    """y_ij ~ Poisson(e^{o_ij + z_ij}), z_i ~ N(mu, Lambda^-1) in R^p,
     mu ~ N(prior_mean, prior_sd^2 I), Lambda ~ Wishart(nu0, scale0) (default nu0 = p + 1,
     scale0 = I / nu0: E[Lambda] = I), under the full mean field q(mu) q(Lambda) prod q(z_i).
     Factors `mu` (MultivariateNormal(p)), `Lambda` (Wishart(p)) and the plate `z`
-    (MultivariatePoissonLogNormal(p); with the offsets in its prior, every member has
-    eta_exp = -1). The Gaussian's three-way terms mu^T Lambda z_i and tr(Lambda z_i z_i^T)
-    are written once each by `Model.product` over the statistics' components."""
+    (MultivariatePoissonLogNormal(p), eta_exp = -e^{o_i}: the offsets, e.g. log library
+    sizes, one per sample or per count, enter the likelihood). The Gaussian's terms
+    mu^T Lambda z_i, tr(Lambda z_i z_i^T) and tr(Lambda mu mu^T) are written once each by
+    `Model.product` over the statistics' components."""
     y = np.asarray(counts, np.float64)
     if y.ndim != 2 or y.shape[1] < 1 or not np.all(np.isfinite(y)) or np.any(y < 0):
         raise ValueError(f"counts: expected finite non-negative counts of shape (N, p); got "
@@ -296,11 +309,10 @@ def multivariate_poisson_lognormal(counts, offsets=None, prior_mean: float = 0.0
     m = Model()
     mu = m.factor("mu", MultivariateNormal(p), np.concatenate(
         [np.full(p, prior_mean / prior_sd**2), -half * np.eye(p)[rows, cols] / prior_sd**2]))
-    spread = np.linalg.inv(scale0) + o.T @ o  # the offsets' part of -tr(Lambda o o^T) / 2
     lam = m.factor("Lambda", Wishart(p), np.concatenate(
-        [[(nu0 - p - 1) / 2 + n / 2], -half * spread[rows, cols]]))
+        [[(nu0 - p - 1) / 2 + n / 2], -half * np.linalg.inv(scale0)[rows, cols]]))
     z = m.factor("z", MultivariatePoissonLogNormal(p), np.concatenate(
-        [y, np.zeros((n, len(rows))), -np.ones((n, p))], 1))
+        [y, np.zeros((n, len(rows))), -np.exp(o)], 1))
     quadratic = -np.diag(half)                           # -tr(Lambda X) / 2 over tril(X)
     m.product(quadratic, lam.block("x"), z.block("xxT"))  # -tr(Lambda z z^T) / 2
     m.product(n * quadratic, lam.block("x"), mu.block("xxT"))  # -N tr(Lambda mu mu^T) / 2
@@ -309,6 +321,13 @@ def multivariate_poisson_lognormal(counts, offsets=None, prior_mean: float = 0.0
         for b in range(p):
             cross[a, tril[a, b], b] = 1.0
     m.product(cross, mu.block("x"), lam.block("x"), z.block("x"))      # mu^T Lambda z_i
-    m.product(np.einsum("ia,atb->itb", o, cross), lam.block("x"), z.block("x"))  # o_i Lambda z_i
-    m.product(-np.einsum("a,atb->tb", o.sum(0), cross), lam.block("x"), mu.block("x"))
     return m.build()
+
+
+EXAMPLES: dict[str, Any] = {
+    "normal_gamma": normal_gamma, "quartic_prior": quartic_prior,
+    "poisson_lognormal": poisson_lognormal,
+    "grouped_poisson_lognormal": grouped_poisson_lognormal,
+    "gaussian_random_effects": gaussian_random_effects,
+    "multivariate_poisson_lognormal": multivariate_poisson_lognormal}
+"""Example builders by name (as used in configs)."""

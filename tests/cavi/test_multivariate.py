@@ -4,7 +4,7 @@ its terms, written with Model.product, against the conditionals derived by hand.
 import numpy as np
 import pytest
 
-from bayes_et.cavi import Model, examples, run_cavi
+from bayes_et.cavi import Model, examples, load_cavi_config, run_cavi
 from bayes_et.expfam import Gaussian, MultivariateNormal
 
 
@@ -35,30 +35,51 @@ def square(flat, p=2):
     return out
 
 
-def test_the_fixed_point_satisfies_the_conditionals_derived_by_hand(solved):
-    """q(z_i) ~ exp((y_i + E[L](E[mu] + o_i)) . z - tr(E[L] z z^T)/2 - 1 . e^z),
-    q(mu) = N with precision S0 + N E[L] and eta S0 m0 + E[L] sum(E[z_i] - o_i),
-    q(L) = Wishart(nu0 + N, (V0^-1 + sum E[(z_i - o_i - mu)(z_i - o_i - mu)^T])^-1)."""
-    y, offset, result = solved
+def assert_conditionals(y, offset, result, prior_sd, nu0, scale0):
+    """q(z_i) ~ exp((y_i + E[L] E[mu]) . z - tr(E[L] z z^T)/2 - e^o_i . e^z),
+    q(mu) = N with precision S0 + N E[L] and eta E[L] sum E[z_i] (prior mean 0),
+    q(L) = Wishart(nu0 + N, (V0^-1 + sum E[(z_i - mu)(z_i - mu)^T])^-1)."""
     n, p = y.shape
     assert result.converged and not any(result.flags.values())
+    k = p * (p + 1) // 2
     mean = result.mean_stats
-    e_lam = square(mean["Lambda"][1:])
-    e_mu, e_mumu = mean["mu"][:2], square(mean["mu"][2:])
-    e_z, e_zz = mean["z"][:, :2], square(mean["z"][:, 2:5])
+    e_lam = square(mean["Lambda"][1:], p)
+    e_mu, e_mumu = mean["mu"][:p], square(mean["mu"][p:], p)
+    e_z, e_zz = mean["z"][:, :p], square(mean["z"][:, p:p + k], p)
     o = np.repeat(offset[:, None], p, 1)
-    np.testing.assert_allclose(result.eta["z"][:, :2], y + (e_mu + o) @ e_lam, rtol=1e-8)
-    np.testing.assert_allclose(result.eta["z"][:, 2:5], np.broadcast_to(tril(e_lam), (n, 3)),
-                               rtol=1e-8)
-    np.testing.assert_allclose(result.eta["z"][:, 5:], -1.0)
-    s0 = np.eye(p) / 9.0
-    np.testing.assert_allclose(result.eta["mu"][:2], e_lam @ (e_z - o).sum(0), rtol=1e-8)
-    np.testing.assert_allclose(result.eta["mu"][2:], tril(s0 + n * e_lam), rtol=1e-8)
-    spread = (e_zz.sum(0) - (e_z.T @ (o + e_mu)) - ((o + e_mu).T @ e_z) + o.T @ o
-              + np.outer(o.sum(0), e_mu) + np.outer(e_mu, o.sum(0)) + n * e_mumu)
-    np.testing.assert_allclose(result.eta["Lambda"][0], (4.0 - p - 1) / 2 + n / 2)
-    np.testing.assert_allclose(result.eta["Lambda"][1:], tril(np.linalg.inv(0.5 * np.eye(p))
-                                                              + spread), rtol=1e-8)
+    np.testing.assert_allclose(result.eta["z"][:, :p], y + e_mu @ e_lam, rtol=1e-8)
+    np.testing.assert_allclose(result.eta["z"][:, p:p + k],
+                               np.broadcast_to(tril(e_lam, p), (n, k)), rtol=1e-8)
+    np.testing.assert_allclose(result.eta["z"][:, p + k:], -np.exp(o), rtol=1e-12)
+    s0 = np.eye(p) / prior_sd**2
+    np.testing.assert_allclose(result.eta["mu"][:p], e_lam @ e_z.sum(0), rtol=1e-8)
+    np.testing.assert_allclose(result.eta["mu"][p:], tril(s0 + n * e_lam, p), rtol=1e-8)
+    spread = (e_zz.sum(0) - np.outer(e_z.sum(0), e_mu) - np.outer(e_mu, e_z.sum(0))
+              + n * e_mumu)
+    np.testing.assert_allclose(result.eta["Lambda"][0], (nu0 - p - 1) / 2 + n / 2)
+    np.testing.assert_allclose(result.eta["Lambda"][1:],
+                               tril(np.linalg.inv(scale0) + spread, p), rtol=1e-8)
+
+
+def test_the_fixed_point_satisfies_the_conditionals_derived_by_hand(solved):
+    y, offset, result = solved
+    assert_conditionals(y, offset, result, 3.0, 4.0, 0.5 * np.eye(2))
+
+
+def test_the_shipped_real_counts_load_as_the_model_takes_them():
+    """scRT: 2000 cells x 3 genes of non-negative integer counts, offsets the log library
+    size (at least the three genes' total), three cell types; `data: {dataset: scrt, rows:
+    K}` gives the model builder its first K rows."""
+    data = examples.scrt_data()
+    counts, offsets = data["counts"], data["offsets"]
+    assert counts.shape == (2000, 3) and np.all(counts >= 0) and np.all(counts % 1 == 0)
+    assert np.all(np.exp(offsets) >= counts.sum(1)) and np.all(np.isfinite(offsets))
+    assert set(data["cell_type"]) == {"T_cells_CD4+", "T_cells_CD8+", "Macrophages"}
+    config = {"example": "multivariate_poisson_lognormal", "arguments": {},
+              "data": {"dataset": "scrt", "rows": 5}}
+    model = load_cavi_config(config).model
+    np.testing.assert_allclose(model.eta0[2][:, :3], counts[:5])
+    np.testing.assert_allclose(model.eta0[2][:, -3:], -np.exp(offsets[:5, None]) * np.ones(3))
 
 
 def test_product_adds_one_term_per_nonzero_entry_and_checks_its_shape():
