@@ -27,10 +27,12 @@ class Wishart(ExponentialFamily):
 
     @property
     def x_shape(self):
+        """(d, d): one matrix."""
         return (self.d, self.d)
 
     @property
     def support(self):
+        """PositiveDefinite(d): x = L L^T from d (d + 1) / 2 unconstrained numbers."""
         return PositiveDefinite(self.d)
 
     @property
