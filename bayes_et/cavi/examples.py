@@ -301,7 +301,7 @@ def multivariate_poisson_lognormal(counts, offsets=None, prior_mean: float = 0.0
         raise ValueError(f"nu0: got {nu0}; allowed: > p - 1 = {p - 1} (a proper Wishart)")
     if scale0.shape != (p, p) or not np.all(np.linalg.eigvalsh(scale0) > 0):
         raise ValueError(f"scale0: expected a ({p}, {p}) positive-definite matrix; got "
-                         f"shape {scale0.shape}")
+                         f"{scale0.tolist() if scale0.size <= 16 else scale0.shape}")
     rows, cols = np.tril_indices(p)
     half = _tril_convention(p)
     tril = np.zeros((p, p), int)
