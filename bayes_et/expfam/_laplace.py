@@ -50,7 +50,7 @@ def _gauss_hermite(log_p, stats, mode, scale, nodes: int):
     return _weighted(log_p, stats, mode + jnp.sqrt(2.0) * scale * t, t**2 + jnp.log(w))
 
 
-def tensor_rule(d: int, nodes: int) -> tuple[np.ndarray, np.ndarray]:
+def _tensor_rule(d: int, nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """The tensor product of `nodes` Gauss-Hermite nodes per axis: (t (K^d, d), log w)."""
     t, w = np.polynomial.hermite.hermgauss(nodes)
     grid = np.stack(np.meshgrid(*[t] * d, indexing="ij"), -1).reshape(-1, d)
@@ -59,7 +59,7 @@ def tensor_rule(d: int, nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tensor_gauss_hermite(log_p, stats, mode, frame, nodes: int, second: bool = False):
-    t, log_w = (jnp.asarray(a, mode.dtype) for a in tensor_rule(mode.shape[0], nodes))
+    t, log_w = (jnp.asarray(a, mode.dtype) for a in _tensor_rule(mode.shape[0], nodes))
     u = mode + jnp.sqrt(2.0) * t @ frame.T
     return _weighted(log_p, stats, u, jnp.sum(t**2, 1) + log_w, second)
 
