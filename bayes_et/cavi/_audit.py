@@ -18,7 +18,8 @@ point is not enough where a poor network's fixed point is far off. With a sampli
 sweep's Jacobian J rectified the same way (the plate's part of J is a population total of
 per-member Jacobians: the network's, plus w_j times the oracle's minus the network's at the
 audited members). Either way the delta method gives the interval: (I - J)^-1 applied to
-the estimate's covariance. A census with an exact oracle is the exact solve: no sampling error,
+the estimate's covariance, with Student's t quantile at its Welch-Satterthwaite degrees of
+freedom (a stratum's variance is estimated from one degree of freedom). A census with an exact oracle is the exact solve: no sampling error,
 no linearisation error (the interval is the solver's tolerance).
 
 The same linearisation gives the linear-response band: a function draw's error at eta~,
@@ -36,6 +37,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 from jax.scipy.sparse.linalg import gmres
 from jaxtyping import Array, Float
 
@@ -101,8 +103,9 @@ class AuditResult:
     `mean_lo`, `mean_hi`), the network's mean z^2 at the audited members `z2`
     (per audited factor; NaN where no member was answered by the network), the audited
     `members` (indices), the oracle's answers there (`oracle_eta`, `oracle_mean`),
-    `method` ('rectified sweeps' with exact oracles, 'newton' with a sampling one or where
-    the rectified sweeps diverged) and `seconds`."""
+    `method` ('census' where exact oracles answered every member - the exact solve, its
+    interval the solver's tolerance -, 'rectified sweeps' with exact oracles, 'newton' with
+    a sampling one or where the rectified sweeps diverged) and `seconds`."""
 
     eta: dict[str, np.ndarray]
     lo: dict[str, np.ndarray]
@@ -364,7 +367,7 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
     z2 = {names[a]: _z2(delta, None if net.cov is None else np.asarray(net.cov, np.float64),
                         cov, np.asarray(net.flags))
           for a, (_, delta, cov, _, _, net) in first.items()}
-    answers, method = first, "newton"
+    answers, method, solved = first, "newton", None
     if all(o.exact for o in oracles.values()):
         # iterate the rectified sweeps to their fixed point (one Newton step is not enough
         # where a poor network's fixed point is far off), then the interval there; where
@@ -374,7 +377,10 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
                         for i, (p, e) in enumerate(zip(providers, model.eta0, strict=True)))
         census = all(s.census for s in rows_of.values())
         swept, swept_means = solve(swapped, tol if census else max(tol, RECTIFY_TOL))
-        if all(np.all(np.isfinite(np.asarray(e))) for e in swept):
+        finite = all(np.all(np.isfinite(np.asarray(e))) for e in swept)
+        if finite and census:  # the exact solve: its interval is the solver's own error
+            method, solved = "census", ((swept, None, None), (swept_means, None, None))
+        elif finite:
             etas = swept
             means = tuple(_answers(providers[i], jnp.asarray(etas[i]), key, False).mean
                           if i in oracles else m for i, m in enumerate(swept_means))
@@ -383,8 +389,10 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
             method = "rectified sweeps"
         else:
             method = "newton (the rectified sweeps diverged)"
-    (fixed, lo, hi), (mean, mean_lo, mean_hi) = _step_and_interval(
-        model, providers, etas, means, list(oracles), answers, key, tol)
+    if method != "census":
+        solved = _step_and_interval(model, providers, etas, means, list(oracles), answers,
+                                    key, tol)
+    (fixed, lo, hi), (mean, mean_lo, mean_hi) = (_floored(*part, tol) for part in solved)
     bad = [names[i] for i, f in enumerate(fixed) if not np.all(np.isfinite(f))]
     if bad:  # never a silent NaN
         raise ValueError(f"audit: the rectified fixed point of factor '{bad[0]}' is not "
@@ -420,7 +428,7 @@ def _step_and_interval(model, providers, etas, means, audited, answers, key, tol
             jac[a] = jac[a].at[rows].add(weight * (truth_jac - jac[a][rows]))
     solved = solve_response(model, means, tuple(jac), columns)
     count = units[0].shape[0]
-    total, variance = np.zeros(count), np.zeros((count, count))
+    total, parts, dof, known = np.zeros(count), [], [], np.zeros((count, count))
     for a in audited:
         sample, delta, oracle_cov, _, _, _ = answers[a]
         effects = np.asarray(_member_effects(model, means, a, tuple(near),
@@ -433,26 +441,58 @@ def _step_and_interval(model, providers, etas, means, audited, answers, key, tol
             if n < size:
                 spread = np.cov(d_h, rowvar=False, ddof=1).reshape(count, count) if n > 1 \
                     else np.full((count, count), np.inf)
-                variance += size**2 * (1 - n / size) / n * spread
+                parts.append(size**2 * (1 - n / size) / n * spread)
+                dof.append(max(n - 1, 1))
         if oracle_cov is not None:  # the oracle's own Monte-Carlo error (its part not
-            variance += np.einsum(  # already in the spread of the d)
+            known += np.einsum(     # already in the spread of the d)
                 "n,nkd,nde,nle->kl", sample.weight, effects, oracle_cov, effects)
+    parts = np.asarray(parts).reshape(-1, count, count)
     out = ([], [], []), ([], [], [])
     for e, m, p, x in zip(etas, means, jac, solved, strict=True):
         x, p = np.asarray(x, np.float64), np.asarray(p, np.float64)
         shift = x[0] + np.einsum("k...,k->...", x[1:], total)
-        with np.errstate(invalid="ignore"):
-            cov = np.einsum("kna,kl,lnb->nab", x[1:], variance, x[1:])
-            mean_cov = np.einsum("nab,nbc,ndc->nad", p, cov, p)
-        for (centre, lo, hi), value, c in ((out[0], np.asarray(e) + shift, cov), (
-                out[1], np.asarray(m) + np.einsum("nab,nb->na", p, shift), mean_cov)):
-            var = np.diagonal(c, axis1=1, axis2=2)
-            sd = np.sqrt(np.where(np.isnan(var), np.inf, np.maximum(var, 0.0)))
-            sd = np.maximum(sd, CENSUS_SLACK * tol * np.maximum(1.0, np.abs(value)) / Z90)
+        for (centre, lo, hi), value, response in (
+                (out[0], np.asarray(e) + shift, x[1:]),
+                (out[1], np.asarray(m) + np.einsum("nab,nb->na", p, shift),
+                 np.einsum("nab,knb->kna", p, x[1:]))):
+            half = _half_widths(response, parts, np.asarray(dof), known)
             centre.append(value)
-            lo.append(value - Z90 * sd)
-            hi.append(value + Z90 * sd)
+            lo.append(value - half)
+            hi.append(value + half)
     return tuple(tuple(tuple(a) for a in part) for part in out)
+
+
+def _floored(centre: tuple, lo: tuple | None, hi: tuple | None, tol: float):
+    """Per factor (centre, lo, hi) as float64, the interval never narrower than the solver's
+    own error (CENSUS_SLACK x tol, relative; all of it where lo, hi are None: a census)."""
+    out = ([], [], [])
+    for i, value in enumerate(centre):
+        value = np.asarray(value, np.float64)
+        floor = CENSUS_SLACK * tol * np.maximum(1.0, np.abs(value))
+        out[0].append(value)
+        out[1].append(np.minimum(value - floor, value if lo is None else lo[i]))
+        out[2].append(np.maximum(value + floor, value if hi is None else hi[i]))
+    return tuple(tuple(a) for a in out)
+
+
+def _half_widths(response, parts, dof, known):
+    """The 90% half-width of each coordinate c of a factor (response (K, n, d): its
+    derivative by the K residual coordinates): sqrt(v_c) times Student's t quantile at the
+    Welch-Satterthwaite degrees of freedom of v_c = sum_h r_c' V_h r_c + r_c' V_mc r_c
+    (each stratum's part V_h estimated from its n_h - 1 degrees of freedom, the oracle's
+    Monte-Carlo part known). A few strata that hold most of the variance - the network's
+    error heavy-tailed in eta - leave few degrees of freedom and a wider interval; many
+    alike, the normal quantile."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        var = np.einsum("kna,kl,lna->na", response, known, response)
+        spread = np.zeros_like(var)  # sum_h (r' V_h r)^2 / (n_h - 1)
+        for part, df in zip(parts, dof, strict=True):
+            each = np.einsum("kna,kl,lna->na", response, part, response)
+            var, spread = var + each, spread + each**2 / df
+        df = var**2 / spread
+    quantile = np.where(np.isfinite(df) & (df > 0), scipy.stats.t.ppf(0.95, np.where(
+        np.isfinite(df) & (df > 0), df, 1.0)), Z90)
+    return quantile * np.sqrt(np.where(np.isnan(var), np.inf, np.maximum(var, 0.0)))
 
 
 def linear_response_draws(model: CAVIModel, providers: tuple[MomentProvider, ...],

@@ -151,7 +151,7 @@ def test_a_census_with_an_exact_oracle_iterates_to_the_exact_fixed_point():
     result = run_cavi(model, {"mu": BiasedQuartic(quadrature)}, tol=1e-10,
                       audit=Audit({"mu": quadrature}, members=30))
     audit = result.audit
-    assert audit.method == "rectified sweeps" and audit.members["mu"].tolist() == [0]
+    assert audit.method == "census" and audit.members["mu"].tolist() == [0]
     assert not np.allclose(result.eta["mu"], exact.eta["mu"], rtol=1e-4)
     for name in ("mu", "tau"):
         np.testing.assert_allclose(audit.eta[name], exact.eta[name], rtol=1e-8)
@@ -234,7 +234,7 @@ def test_cli_writes_the_audit_and_its_rows(tmp_path, trained_runs):
     assert cli.main(["cavi", str(path), "--out", str(tmp_path / "out")]) == 0
     record = json.loads((tmp_path / "out" / "result.json").read_text())["audit"]
     assert set(record) >= {"eta", "lo", "hi", "z2", "members"}
-    assert record["members"] == {"mu": [0]} and record["method"] == "rectified sweeps"
+    assert record["members"] == {"mu": [0]} and record["method"] == "census"
     assert set(record["eta"]) == {"mu", "tau"} and record["z2"]["mu"] > 0
     exact = run_cavi(load_cavi_config(path).model, tol=1e-9)
     for name in ("mu", "tau"):
