@@ -19,8 +19,9 @@ sweep's Jacobian J rectified the same way (the plate's part of J is a population
 per-member Jacobians: the network's, plus w_j times the oracle's minus the network's at the
 audited members). Either way the delta method gives the interval: (I - J)^-1 applied to
 the estimate's covariance, with Student's t quantile at its Welch-Satterthwaite degrees of
-freedom (a stratum's variance is estimated from one degree of freedom). A census with an exact oracle is the exact solve: no sampling error,
-no linearisation error (the interval is the solver's tolerance).
+freedom (a stratum's variance is estimated from one degree of freedom). A census with an
+exact oracle is the exact solve: no sampling error, no linearisation error (the interval is
+the solver's tolerance).
 
 The same linearisation gives the linear-response band: a function draw's error at eta~,
 pushed through (I - J)^-1 (one linear solve per draw instead of a whole solve per draw).
