@@ -57,6 +57,14 @@ def validation_nll(model: TrainedET, val: Targets, key, num_samples: int) -> jax
     return jnp.mean(jax.vmap(gaussian_nll)(val.y - standardised(model, mean), cov))
 
 
+def strongly_typed(tree):
+    """`tree` with every weakly typed array leaf (jnp.full(k, 0.5), jnp.log(0.1), ...) made
+    strongly typed in its own dtype: an update or a stage makes it strong, and a compiled
+    function called with both kinds compiles twice."""
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(x.dtype) if isinstance(x, jax.Array) and x.weak_type else x, tree)
+
+
 @eqx.filter_jit
 def _epoch(dynamic, static, opt_state, batches: Targets, key, optimiser, loss_kwargs):
     sample, num_mc = loss_kwargs["sample"], loss_kwargs["num_mc"]
@@ -100,6 +108,7 @@ def train(
     devices = jax.devices()
     mesh = Mesh(np.array(devices), ("batch",))
     sharding = NamedSharding(mesh, PartitionSpec(None, "batch"))  # (num_batches, batch, ...)
+    replicated = NamedSharding(mesh, PartitionSpec())
     num_train = int(train_set.eta.shape[0])
     size = _batch_size(cfg, num_train, len(devices))
     num_batches = num_train // size
@@ -108,11 +117,14 @@ def train(
     prior = NormalPrior(cfg.prior_scale)
     val_key, key = jax.random.split(key)
     history: list[dict[str, Any]] = []
+    # strongly typed and laid out as the steps return them (replicated on the mesh): else a
+    # step function compiles again for the layout or the weak types of its first call
+    model = jax.device_put(strongly_typed(model), replicated)
     for index, stage in enumerate(cfg.stages):
         means, widths = STAGE_FLAGS[stage.name]
         dynamic, static = eqx.partition(model, stage_filter(model, means=means, widths=widths))
         optimiser = _optimiser(cfg, stage, stage.epochs * num_batches)
-        opt_state = optimiser.init(dynamic)
+        opt_state = jax.device_put(optimiser.init(dynamic), replicated)
         loss_kwargs = {"prior": prior, "num_train": num_train, "sample": widths,
                        "fisher_weight": cfg.likelihood.fisher_weight,
                        "num_mc": stage.num_mc}
@@ -149,4 +161,6 @@ def train(
                              f"(the validation loss was never finite, last {val_nll:.3g}); "
                              "lower its lr")
         model = best
-    return model, history
+    # back on the default device, as what is computed from it later (calibration) is: a
+    # compiled function called with both layouts compiles twice
+    return jax.device_put(model, devices[0]), history
