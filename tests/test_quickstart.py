@@ -35,6 +35,7 @@ def test_the_embedded_default_is_configs_quickstart():
     assert config.data.family == "Quartic" and config.cavi["example"] == "quartic_prior"
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_console_script_runs_every_stage_from_any_directory(tmp_path):
     """...also after a SIGKILL in the middle of it (the rerun resumes its staging folder;
     the report folder never appears half-written)."""

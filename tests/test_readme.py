@@ -83,7 +83,16 @@ def test_every_block_has_exactly_one_check_and_every_check_a_block():
     assert sorted(sig for m in matches for sig in m) == sorted(CHECKS)
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+# The blocks that train networks for minutes run in the slow tier.
+SLOW = {_quickstart, _training, _audit}
+
+
+def _block(index: int):
+    slow = any(sig in BLOCKS[index] for sig, check in CHECKS.items() if check in SLOW)
+    return pytest.param(index, marks=pytest.mark.slow) if slow else index
+
+
+@pytest.mark.parametrize("index", [_block(i) for i in range(len(BLOCKS))])
 def test_readme_block_runs(index, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks may write files
     namespace: dict = {}

@@ -54,6 +54,7 @@ def plate():
     return model, run_cavi(model, {"z": GH}, **SOLVER)
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_audit_interval_covers_the_exact_fixed_point_at_the_nominal_rate(plate):
     """40 audits (random members, n = 30 of N = 300) of a biased provider: the interval
     covers the exact fixed point at 90% within 3 binomial standard errors, while the same

@@ -398,6 +398,7 @@ print(json.dumps({"devices": len(jax.devices()), "spread": spread,
 """
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_plates_over_two_devices_give_what_one_gives():
     import json
     import os

@@ -29,6 +29,7 @@ def write_config(tmp_path, config, name="c.yaml"):
     return path
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_killed_generation_resumes_to_the_same_file(tmp_path):
     config = write_config(tmp_path, SMALL_MCMC)
     reference = generate(config, tmp_path / "full.npz", progress=False)

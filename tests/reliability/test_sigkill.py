@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bayes_et._files import MARKER
@@ -33,6 +34,7 @@ def kill_when(ready, *argv: str, cwd: Path, timeout: float = 300) -> None:
     proc.wait()
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_train_killed_leaves_no_mixed_folder_and_reruns(tmp_path):
     data = tmp_path / "d.yaml"
     data.write_text(yaml.safe_dump({"family": "Gamma", "method": "closed_form",

@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 import yaml
 from conftest import TINY
 
@@ -19,6 +20,8 @@ from bayes_et.cavi import (
 from bayes_et.data import design_eta, load_dataset, save_dataset
 from bayes_et.expfam import Quartic
 from bayes_et.train import extend_run, load_run, predict, spread_score, train_run
+
+pytestmark = pytest.mark.slow  # each trains networks for minutes: the slow tier
 
 ARTEFACTS = ("model.eqx", "metrics.json", "history.csv", "learning_curves.png",
              "calibration.png")

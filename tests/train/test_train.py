@@ -70,6 +70,7 @@ def _coverage_90(model, data, key, num_samples=16):
     return np.mean(np.abs(data.mu_T - np.asarray(mean)) <= 1.6449 * sd)
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     data = synthetic_dataset(1000, seed=5, ess=None)  # exact Gamma moments
     cfg, model, tr, va, val_set = _setup(data)
