@@ -375,10 +375,10 @@ def two_dimensional(quick: bool, exposure: np.ndarray) -> dict:
 
 def tensor_gauss_hermite(model, learned, provs, family, start, data, n, network_s) -> dict:
     """The 2-D plate's exact route (ExactMoments 'gauss_hermite': 16 x 16 and, on retry,
-    32 x 32 nodes in the Laplace frame): its fixed point, the network's distance from it in posterior sd,
-    an audit with it as the oracle (30 members), and seconds per member per sweep of the
-    network (Gauss-Hermite fallback: no sampler in the loop) and of the route at N = 10^4
-    (exposures resampled from the real ones, so that eta stays in the training region)."""
+    32 x 32 nodes in the Laplace frame): its fixed point, the network's distance from it in
+    posterior sd, an audit with it as the oracle (30 members), and seconds per member per
+    sweep of the network (Gauss-Hermite fallback: no sampler in the loop) and of the route at
+    N = 10^4 (exposures resampled from the real ones, so that eta stays in the training region)."""
     exact = ExactMoments(family, "gauss_hermite")
     gh, gh_compile, gh_s = timed_cavi(model, {"x": exact}, num_draws=0, init=start)
     m = lambda r: np.array([r.mean_stats[k][0] for k in ("m1", "m2")])

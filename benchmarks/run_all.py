@@ -251,7 +251,8 @@ def _plates(data: dict) -> list[str]:
     two = data.get("two_dimensional_plate")
     if two:
         nuts = two["nuts_joint"]
-        lines += ["", f"2-D plate (N = {two['n']}, no quadrature; NUTS data, tensor Gauss-Hermite fallback): "
+        lines += ["", f"2-D plate (N = {two['n']}, no quadrature; NUTS data, tensor "
+                  "Gauss-Hermite fallback): "
                   f"network CAVI {two['network']['solve_seconds']:.2f} s, NUTS as the provider "
                   f"~{two['nuts_provider_estimate_seconds']:.0f} s (estimated from "
                   f"{two['nuts_provider_seconds_per_eta']:.3f} s per eta), joint NumPyro NUTS "
@@ -276,7 +277,8 @@ def _plates(data: dict) -> list[str]:
                                                    one_d[k]["iterations"])]
                       for k in ("network", "gauss_hermite") if k in one_d]
             ex = gh["audit_exact_oracle"]
-            lines += ["", "The 2-D plate's exact route, tensor Gauss-Hermite (16² and, on retry, 32² "
+            lines += ["", "The 2-D plate's exact route, tensor Gauss-Hermite (16² and, on "
+                      "retry, 32² "
                       f"nodes in the Laplace frame): N = {two['n']} in {gh['solve_seconds']:.2f}"
                       f" s ({gh['sweeps']} sweeps; the network with its fallback takes "
                       f"{gh['network_solve_over_exact_solve']:.2f}× as long); the network's E[m] "
