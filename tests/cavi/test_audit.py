@@ -21,7 +21,7 @@ from bayes_et.cavi import (
     load_cavi_config,
     run_cavi,
 )
-from bayes_et.cavi._audit import _draw_members
+from bayes_et.cavi._audit import _draw_members, _half_widths
 from bayes_et.cavi._providers import Moments
 from bayes_et.expfam import Gamma, Gaussian, PoissonLogNormal, Quartic, exact_moments
 
@@ -107,6 +107,27 @@ def test_stratified_members_are_two_per_stratum_along_the_members_eta():
     assert len(simple.sizes) == 1 and np.allclose(simple.weight, 1001 / 31)
     census = _draw_members(Audit({}, 5000, 0), eta, 0)
     assert census.census and np.array_equal(census.rows, np.arange(1001))
+
+
+def test_interval_quantile_is_students_t_at_the_welch_satterthwaite_degrees_of_freedom():
+    """One residual coordinate, a response of 2: with H equal strata (one degree of freedom
+    each) the variance has H degrees of freedom, with one stratum holding nearly all of it
+    about one, and a known (Monte-Carlo) part adds variance but no estimation error."""
+    from scipy import stats
+
+    response = np.full((1, 1, 1), 2.0)  # (K, n, d)
+    equal = np.full((40, 1, 1), 0.25)
+    half = _half_widths(response, equal, np.ones(40), np.zeros((1, 1)))
+    np.testing.assert_allclose(half, stats.t.ppf(0.95, 40) * np.sqrt(40.0), rtol=1e-12)
+    lopsided = np.concatenate([np.full((1, 1, 1), 100.0), np.full((39, 1, 1), 1e-6)])
+    half = _half_widths(response, lopsided, np.ones(40), np.zeros((1, 1)))
+    var = 4 * lopsided.sum()
+    df = var**2 / np.sum((4 * lopsided[:, 0, 0]) ** 2)
+    assert 1.0 <= df < 1.001
+    np.testing.assert_allclose(half, stats.t.ppf(0.95, df) * np.sqrt(var), rtol=1e-9)
+    known = _half_widths(response, equal, np.ones(40), np.full((1, 1), 10.0))
+    df = (40.0 + 40.0) ** 2 / 40.0  # var 4 (10 + 40 x 0.25), sampling part 40 over 40 strata
+    np.testing.assert_allclose(known, stats.t.ppf(0.95, df) * np.sqrt(80.0), rtol=1e-12)
 
 
 def test_stratified_audit_is_narrower_than_simple_random_sampling_and_covers(plate):
