@@ -491,8 +491,8 @@ def _half_widths(response, parts, dof, known):
             each = np.einsum("kna,kl,lna->na", response, part, response)
             var, spread = var + each, spread + each**2 / df
         df = var**2 / spread
-    quantile = np.where(np.isfinite(df) & (df > 0), scipy.stats.t.ppf(0.95, np.where(
-        np.isfinite(df) & (df > 0), df, 1.0)), Z90)
+    ok = np.isfinite(df) & (df > 0)
+    quantile = np.where(ok, scipy.stats.t.ppf(0.95, np.where(ok, df, 1.0)), Z90)
     return quantile * np.sqrt(np.where(np.isnan(var), np.inf, np.maximum(var, 0.0)))
 
 
