@@ -52,6 +52,7 @@ MAX_COLUMNS = 4096  # coordinates of the audited factors' neighbours that one au
 SOLVE_TOL = 1e-10  # GMRES: relative residual of the linear-response solves
 SOLVE_RESTART = 30
 SOLVE_RESTARTS = 20
+GMRES_METHOD = "incremental"  # stops when converged ('batched' runs whole restart cycles)
 CENSUS_SLACK = 10.0  # the narrowest interval: the solve's tol times this (its own error)
 RECTIFY_TOL = 1e-4  # the rectified sweeps of a sample stop here: the Newton step from their
 # end corrects what is left to second order, far inside an interval of sampling error
@@ -178,7 +179,7 @@ def solve_response(model: CAVIModel, means: tuple, jac: tuple, columns: tuple) -
         return tuple(a - b for a, b in zip(x, jx, strict=True))
 
     solve = lambda b: gmres(matvec, b, tol=SOLVE_TOL, atol=0.0, restart=SOLVE_RESTART,
-                            maxiter=SOLVE_RESTARTS)[0]
+                            maxiter=SOLVE_RESTARTS, solve_method=GMRES_METHOD)[0]
     return jax.lax.map(solve, columns)
 
 

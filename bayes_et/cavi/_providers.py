@@ -447,6 +447,16 @@ class NetworkMoments(MomentProvider):
         return Moments(value, None if cov is None else cov.astype(eta.dtype),
                        flags.astype(jnp.int32))
 
+    def jacobian(self, eta, key):
+        """d answer / d eta per row by forward mode (exact: the answer's residual-field mean
+        included), or by central differences where the network has no forward mode."""
+        if not self.model.net.forward_mode:
+            return super().jacobian(eta, key)
+        model = self.model
+        one = lambda e: jax.jacfwd(lambda x: model.answer(model.net, x))(e) \
+            + model.correction_jacobian(e)
+        return _block_map(one, eta.astype(jnp.float32)).astype(eta.dtype)
+
     def log_partition(self, eta, draw):
         if not self.model.net.has_log_partition:
             return None
@@ -548,6 +558,13 @@ class WithFallback(MomentProvider):
     def num_draws(self) -> int:
         """As the primary."""
         return self.primary.num_draws
+
+    def jacobian(self, eta, key):
+        """Each row's Jacobian from the provider that answers it (a difference across the
+        boundary of the network's region would mix the two)."""
+        use = (self.primary.evaluate(eta, None, key).flags & NEEDS_BACKUP) != 0
+        return on_rows(lambda rows, _: self.backup.jacobian(rows, key), eta, use,
+                       self.primary.jacobian(eta, key))
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
         first = self.primary.evaluate(eta, draw, key, full=full)

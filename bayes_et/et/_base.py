@@ -59,6 +59,8 @@ class AbstractET(eqx.Module):
     """Whether `log_partition(eta)` gives the network's own A (mu is its gradient)."""
     has_exact_inverse: ClassVar[bool] = False
     """Whether `inverse(mu)` gives eta exactly (else Newton in bayes_et.et.eta_from_mu)."""
+    forward_mode: ClassVar[bool] = True
+    """Whether the map has forward-mode derivatives (an ODE network's has not)."""
 
     def _forward(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
         """mu_T at eta using the parameter means (a sampled model holds its draw there)."""

