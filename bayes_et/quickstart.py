@@ -99,20 +99,19 @@ def _slice_figure(model, family, cfg, path: Path) -> dict[str, float]:
 
 
 def _cavi(run_dir: Path, cfg: dict, family, path: Path) -> dict[str, Any]:
-    from bayes_et.cavi import Audit, ExactMoments, NetworkMoments, WithFallback, run_cavi
+    from bayes_et.cavi import Audit, ExactMoments, NetworkMoments, WithFallback
     from bayes_et.cavi._plots import plot_cavi
-    from bayes_et.cavi._run import load_cavi_config, solver_arguments
+    from bayes_et.cavi._run import load_cavi_config
+    from bayes_et.cavi._solver import solve
     from bayes_et.expfam import kl_divergence
 
     model, _, solver, _ = load_cavi_config(cfg)
     providers = {n: WithFallback(NetworkMoments(run_dir, family=f), ExactMoments(f))
                  for n, f in zip(model.names, model.families, strict=True)
                  if type(f) is type(family)}
-    settings = solver_arguments(solver)
-    key = jax.random.key(solver.seed)
     oracles = {n: ExactMoments(p.family) for n, p in providers.items()}
-    learned = run_cavi(model, providers, key=key, audit=Audit(oracles), **settings)
-    exact = run_cavi(model, key=key, **{**settings, "num_draws": 0})
+    learned = solve(model, providers, solver, audit=Audit(oracles))
+    exact = solve(model, None, dataclasses.replace(solver, num_draws=0))
     audit = learned.audit
     audited = audit.contains(exact.eta)
     plot_cavi(learned, dict(zip(model.names, model.families, strict=True)), path,

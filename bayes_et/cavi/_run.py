@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import jax
 import numpy as np
 import yaml
 
@@ -41,7 +40,7 @@ from ._providers import (
     SamplingMoments,
     WithFallback,
 )
-from ._solver import CAVIResult, run_cavi
+from ._solver import CAVIResult, solve
 from .examples import DATASETS, EXAMPLES, simulate, simulate_counts
 
 KEYS = {"example", "arguments", "data", "model", "providers", "solver"}
@@ -262,8 +261,7 @@ def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = N
     inputs = networks + ([] if isinstance(config, dict) else [config])
     with run_folder(out, force=force, config=[raw, region, region_num, region_margin],
                     inputs=inputs) as folder:
-        result = run_cavi(model, providers, key=jax.random.key(solver.seed), progress=progress,
-                          audit=audit, **solver_arguments(solver))
+        result = solve(model, providers, solver, audit=audit, progress=progress)
         write_json(folder / "result.json", {"config": raw, **result.to_json()})
         for factor, rows in fallback_answers(result, providers).items():
             save_dataset(folder / f"fallback-{factor}.npz", rows)
@@ -279,8 +277,3 @@ def cavi_run(config: str | os.PathLike | dict, out: str | os.PathLike | None = N
                   folder / "cavi.png", f"CAVI: {name}")
     return result, out
 
-
-def solver_arguments(solver: SolverSettings) -> dict[str, Any]:
-    """run_cavi's keyword arguments from solver settings (all but the seed and the audit)."""
-    return {f.name: getattr(solver, f.name) for f in dataclasses.fields(solver)
-            if f.name not in ("seed", "audit")}

@@ -176,13 +176,10 @@ class LoopSettings(NamedTuple):
     accelerate: bool
 
     @classmethod
-    def checked(cls, max_iter, tol, damping, track_elbo, accelerate, num_draws=0
-                ) -> LoopSettings:
-        """The loop's settings, checked in the settings layer (ValueError naming the key)."""
-        s = parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
-                                   "num_draws": num_draws, "track_elbo": track_elbo,
-                                   "accelerate": accelerate}, "solver")
-        return cls(s.max_iter, float(s.tol), float(s.damping), s.track_elbo, s.accelerate)
+    def of(cls, solver: SolverSettings) -> LoopSettings:
+        """The loop's part of parsed solver settings."""
+        return cls(solver.max_iter, float(solver.tol), float(solver.damping),
+                   solver.track_elbo, solver.accelerate)
 
 
 class SolverState(NamedTuple):
@@ -546,12 +543,25 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     random sample of members at the fixed point, and `result.audit` holds the rectified
     fixed point with its 90% interval, whose coverage holds whatever the network's error.
     """
+    solver = parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
+                                    "num_draws": num_draws, "track_elbo": track_elbo,
+                                    "accelerate": accelerate}, "solver")
+    return solve(model, providers, solver, init=init, key=key, audit=audit,
+                 linear_response=linear_response, progress=progress)
+
+
+def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
+          solver: SolverSettings, *, init: dict[str, Any] | None = None,
+          key: PRNGKeyArray | None = None, audit: Audit | None = None,
+          linear_response: bool = False, progress: bool = False) -> CAVIResult:
+    """`run_cavi` with its settings parsed already (a config's `solver`; the key defaults to
+    its seed's)."""
     model = model.build() if isinstance(model, Model) else model
     if not isinstance(model, CAVIModel):
         raise ValueError(f"model: expected a CAVIModel or Model; got {type(model).__name__}")
-    settings = LoopSettings.checked(max_iter, tol, damping, track_elbo, accelerate, num_draws)
+    settings = LoopSettings.of(solver)
     provider_tuple = _provider_tuple(model, providers)
-    num_draws = _num_draws(provider_tuple, num_draws)
+    num_draws = _num_draws(provider_tuple, solver.num_draws)
     if audit is not None:
         if not isinstance(audit, Audit):
             raise ValueError(f"audit: expected an Audit; got {type(audit).__name__}")
@@ -561,14 +571,14 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                          "draw's error through the linearised fixed point)")
     settings = settings._replace(
         track_elbo=settings.track_elbo and all(p.integrable for p in provider_tuple))
-    key = jax.random.key(0) if key is None else key
+    key = jax.random.key(solver.seed) if key is None else key
     timings = {"solve_seconds": 0.0}
     with jax.enable_x64(True):
         force = tuple(np.zeros(len(e), bool) for e in model.eta0)
         start = _start(model, provider_tuple, init, force)
         log_z = tuple(jnp.zeros(len(e)) for e in start)
         model, start, log_z, force = _lay_out((model, start, log_z, force))
-        bar = tqdm(total=max_iter, desc="CAVI sweeps", unit="sweep", disable=not progress)
+        bar = tqdm(total=settings.max_iter, desc="CAVI sweeps", unit="sweep", disable=not progress)
         _BAR[:] = [bar]
         iterations, elbos, deltas, visited = 0, [], [], None
         try:
@@ -610,7 +620,7 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
                         for n, e in zip(model.names, batch.etas, strict=True)},
                 "mean_stats": {n: single(n, np.asarray(m))
                                for n, m in zip(model.names, batch.means, strict=True)},
-                "converged": _converged(batch.change, batch.flags, tol),
+                "converged": _converged(batch.change, batch.flags, settings.tol),
                 "iterations": np.asarray(batch.sweeps),
             }
             timings["draws_seconds"] = time.perf_counter() - began
@@ -625,8 +635,8 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
         if audit is not None:
             audited = _audit(model, provider_tuple, etas, means, audit, key, settings)
             timings["audit_seconds"] = audited.seconds
-    return _result(model, etas, means, flags, change, visited, iterations, elbos, deltas, tol,
-                   timings, draws, audited)
+    return _result(model, etas, means, flags, change, visited, iterations, elbos, deltas,
+                   settings.tol, timings, draws, audited)
 
 
 def _audit(model, providers, etas, means, audit: Audit, key, settings: LoopSettings
@@ -659,8 +669,10 @@ def audit_result(model: CAVIModel | Model, result: CAVIResult, audit: Audit,
         etas, means = (tuple(jnp.asarray(np.reshape(d[n], (-1, f.eta_dim)))
                              for n, f in zip(model.names, model.families, strict=True))
                        for d in (result.eta, result.mean_stats))
-        return _audit(model, provider_tuple, etas, means, audit, key,
-                      LoopSettings.checked(max_iter, tol, damping, False, accelerate))
+        solver = parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
+                                        "track_elbo": False, "accelerate": accelerate},
+                       "solver")
+        return _audit(model, provider_tuple, etas, means, audit, key, LoopSettings.of(solver))
 
 
 def _result(model, etas, means, flags, change, box, iterations, elbos, deltas, tol, timings,
