@@ -13,7 +13,41 @@ from typing import Any
 import jax
 import numpy as np
 
-from bayes_et.settings import NetworkSettings, PipelineSettings, as_dict, fail, parse, read_config
+from bayes_et.data import DataSettings
+from bayes_et.settings import (
+    as_dict,
+    fail,
+    integer,
+    mapping,
+    nested,
+    numbers,
+    parse,
+    read_config,
+    setting,
+    text,
+)
+from bayes_et.train import TrainSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceSettings:
+    """The pipeline's line of eta (start to stop, num points)."""
+
+    start: tuple[float, ...] = setting(check=numbers())
+    stop: tuple[float, ...] = setting(check=numbers())
+    num: int = setting(check=integer(2, 100_000))
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSettings:
+    """`bayes-et run`: data, train and cavi sections (each checked by its own settings)."""
+
+    data: DataSettings = setting(check=nested(DataSettings))
+    train: TrainSettings = setting(check=nested(TrainSettings))
+    slice: SliceSettings = setting(check=nested(SliceSettings))
+    cavi: dict = setting(check=mapping)
+    out: str = setting("runs/quickstart", text)
+
 
 COVERAGE_TARGET = (0.85, 0.95)
 STAGES = ("generate", "train", "calibration", "slice", "cavi")
@@ -27,7 +61,7 @@ def default_config_path() -> Path:
 def load_config(source: str | os.PathLike | dict | None = None) -> PipelineSettings:
     """Read and validate a pipeline config (default: the embedded one); each section is
     checked by its own settings, so errors name the key."""
-    from bayes_et.cavi import load_cavi_config
+    from bayes_et.cavi import NetworkSettings, load_cavi_config
     from bayes_et.data import load_data_config
     from bayes_et.expfam import build_family
 

@@ -1,7 +1,8 @@
 """Error bars that hold, on the Poisson log-normal plate: the network's band and the audit.
 
     python benchmarks/bench_audit.py [--quick] [--datasets 50] [--audit-datasets 20]
-                                     [--audit-seeds 10] [--archs mlp,convex_potential,...]
+                                     [--audit-seeds 10] [--audit-first 0]
+                                     [--archs mlp,convex_potential,...]
                                      [--keep]  (keep the other networks' results; with
                                      --datasets 0 or --audit-datasets 0, keep that part)
 
@@ -162,10 +163,10 @@ def band(run: Path, num: int, exposure: np.ndarray) -> dict:
     return out
 
 
-def audits(run: Path, num: int, seeds: int, exposure_range) -> dict:
+def audits(run: Path, num: int, seeds: int, exposure_range, first: int = 0) -> dict:
     members = max(30, AUDIT_N // 100)
     hits, errors, widths, z2, cost, failed = [], [], [], [], [], 0
-    for seed in range(5000, 5000 + num):
+    for seed in range(5000 + first, 5000 + first + num):
         data = simulated(AUDIT_N, seed, exposure_range)
         model = examples.poisson_lognormal(data["counts"], data["exposure"])
         providers = network(run)
@@ -195,7 +196,8 @@ def audits(run: Path, num: int, seeds: int, exposure_range) -> dict:
         print(f"  data set {seed}: network off by {network_error} sd; audits cover "
               f"{np.mean(hits[-seeds:], 0)}", flush=True)
     hits = np.asarray(hits)
-    out = {"num_audits": len(hits), "num_datasets": num, "seeds_per_dataset": seeds,
+    out = {"num_audits": len(hits), "num_datasets": num, "first_dataset_seed": 5000 + first,
+           "seeds_per_dataset": seeds,
            "N": AUDIT_N, "members": members, "coverage": {
                "E[mu]": float(hits[:, 0].mean()), "E[tau]": float(hits[:, 1].mean()),
                "both": float(np.all(hits, 1).mean())},
@@ -218,6 +220,8 @@ def main() -> None:
     parser.add_argument("--datasets", type=int, default=50)
     parser.add_argument("--audit-datasets", type=int, default=20)
     parser.add_argument("--audit-seeds", type=int, default=10)
+    parser.add_argument("--audit-first", type=int, default=0,
+                        help="the first audit data set (its seed is 5000 + this)")
     parser.add_argument("--archs", default="mlp,convex_potential,geometric_flow,poor")
     parser.add_argument("--keep", action="store_true",
                         help="keep the other networks' results in results/audit.json")
@@ -241,7 +245,8 @@ def main() -> None:
             "held_out_coverage_90": metrics["test"]["coverage"]["0.9"],
             "band": (None if arch == "poor" else band(run, args.datasets, real["exposure"])
                      if args.datasets else kept.get(arch, {}).get("band")),
-            "audit": (audits(run, args.audit_datasets, args.audit_seeds, exposure_range)
+            "audit": (audits(run, args.audit_datasets, args.audit_seeds, exposure_range,
+                             args.audit_first)
                       if args.audit_datasets else kept.get(arch, {}).get("audit"))}
         result["seconds_total"] = time.time() - began
         print("saved", save("audit", result), flush=True)

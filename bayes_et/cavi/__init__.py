@@ -1,24 +1,25 @@
 """Coordinate-ascent variational inference with exact, learned or sampled moments."""
 
 from . import examples
-from ._audit import Audit, AuditResult
+from ._audit import Audit, AuditResult, AuditSettings
 from ._model import Block, CAVIModel, Factor, Model, Stat, model_from_config
 from ._providers import (
     ExactMoments,
     MomentFlag,
     MomentProvider,
     NetworkMoments,
+    NetworkSettings,
     SamplingMoments,
     WithFallback,
     flag_names,
 )
 from ._run import CAVIConfig, audit_answers, cavi_run, fallback_answers, load_cavi_config
-from ._solver import CAVIResult, audit_result, run_cavi
+from ._solver import CAVIResult, SolverSettings, audit_result, run_cavi
 
 __all__ = [
-    "Audit", "AuditResult", "Block", "CAVIConfig", "CAVIModel", "CAVIResult", "ExactMoments",
-    "Factor",
-    "Model", "MomentFlag", "MomentProvider", "NetworkMoments", "SamplingMoments", "Stat",
-    "WithFallback", "audit_answers", "audit_result", "cavi_run", "examples",
-    "fallback_answers", "flag_names", "load_cavi_config", "model_from_config", "run_cavi",
+    "Audit", "AuditResult", "AuditSettings", "Block", "CAVIConfig", "CAVIModel", "CAVIResult",
+    "ExactMoments", "Factor", "Model", "MomentFlag", "MomentProvider", "NetworkMoments",
+    "NetworkSettings", "SamplingMoments", "SolverSettings", "Stat", "WithFallback",
+    "audit_answers", "audit_result", "cavi_run", "examples", "fallback_answers", "flag_names",
+    "load_cavi_config", "model_from_config", "run_cavi",
 ]

@@ -42,10 +42,21 @@ import scipy.stats
 from jax.scipy.sparse.linalg import gmres
 from jaxtyping import Array, Float
 
-from bayes_et.settings import AuditSettings, parse
+from bayes_et.settings import SEED_MAX, choice, integer, parse, setting
 
 from ._model import CAVIModel
 from ._providers import MomentFlag, MomentProvider, Moments, _nonfinite, on_rows
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    """The audit of a CAVI answer: `members` members of each audited factor (all when the
+    factor has fewer), drawn without replacement with NumPy's generator `seed`, stratified
+    along the members' eta (two per stratum) or by simple random sampling."""
+
+    members: int = setting(30, integer(1, 10**8))
+    seed: int = setting(0, integer(0, SEED_MAX))
+    design: str = setting("stratified", choice("stratified", "simple"))
 
 Z90 = 1.6448536269514722  # the standard normal's 95% quantile: a two-sided 90% interval
 MAX_COLUMNS = 4096  # coordinates of the audited factors' neighbours that one audit solves for

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from bayes_et.data import SamplerSettings
 from bayes_et.et import AbstractET
 from bayes_et.expfam import ExponentialFamily, family_from_record
 from bayes_et.expfam._laplace import (
@@ -29,9 +30,24 @@ from bayes_et.expfam._laplace import (
     tensor_laplace_moments_at,
 )
 from bayes_et.expfam._quadrature import moments_at
-from bayes_et.settings import NetworkSettings, SamplerSettings, parse
+from bayes_et.settings import choice, integer, number, optional, parse, setting, text
 from bayes_et.train import TrainedET, load_run
 from bayes_et.train._predictive import field_draws, misfit_offsets
+
+ORACLES = ("exact", "gauss_hermite", "quadrature", "sampling")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSettings:
+    """A network provider: its run folder, fallback and flag thresholds."""
+
+    network: str = setting(check=text)
+    fallback: str = setting("exact", choice(*ORACLES, "none"))
+    max_spread: float = setting(0.1, number(0.0, low_open=True))
+    margin: float = setting(0.0, number(0.0))
+    num_samples: int = setting(64, integer(2, 100_000))
+    audit: str | None = setting(None, optional(choice(*ORACLES)),
+                                doc="the oracle that audits this factor (solver.audit)")
 
 
 class MomentFlag(enum.IntFlag):
@@ -382,7 +398,7 @@ class NetworkMoments(MomentProvider):
         self.eta_min, self.eta_max = lo - pad, hi + pad
         self.family = family
         self.max_spread = float(max_spread)
-        self.by_spread = bool(np.any(np.asarray(model.calibration[1]) != 0))
+        self.by_spread = bool(np.any(np.asarray(model.spread_calibration.slope) != 0))
 
     @property
     def num_samples(self) -> int:

@@ -12,14 +12,9 @@ import yaml
 
 from bayes_et._files import check_name, run_folder, write_json, write_text
 from bayes_et._versions import package_versions
-from bayes_et.data import Dataset, moments_dataset, save_dataset
+from bayes_et.data import Dataset, DataSettings, SamplerSettings, moments_dataset, save_dataset
 from bayes_et.expfam import family_spec
 from bayes_et.settings import (
-    AuditSettings,
-    DataSettings,
-    NetworkSettings,
-    SamplerSettings,
-    SolverSettings,
     as_dict,
     fail,
     integer,
@@ -29,7 +24,7 @@ from bayes_et.settings import (
     read_config,
 )
 
-from ._audit import Audit
+from ._audit import Audit, AuditSettings
 from ._model import CAVIModel, model_from_config
 from ._plots import plot_cavi
 from ._providers import (
@@ -37,10 +32,11 @@ from ._providers import (
     MomentFlag,
     MomentProvider,
     NetworkMoments,
+    NetworkSettings,
     SamplingMoments,
     WithFallback,
 )
-from ._solver import CAVIResult, solve
+from ._solver import CAVIResult, SolverSettings, solve
 from .examples import DATASETS, EXAMPLES, simulate, simulate_counts
 
 KEYS = {"example", "arguments", "data", "model", "providers", "solver"}

@@ -20,9 +20,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from bayes_et.settings import SolverSettings, parse
+from bayes_et.settings import SEED_MAX, boolean, integer, nested, number, optional, parse, setting
 
-from ._audit import Audit, AuditResult, audit_fixed_point, linear_response_draws
+from ._audit import (
+    Audit,
+    AuditResult,
+    AuditSettings,
+    audit_fixed_point,
+    linear_response_draws,
+)
 from ._model import CAVIModel, Model
 from ._providers import (
     ExactMoments,
@@ -31,6 +37,24 @@ from ._providers import (
     flag_names,
     flag_where,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverSettings:
+    """CAVI: sweeps, tolerance on the relative fixed-point residual (the undamped change of
+    eta, so damping never fakes convergence), damping, function draws, and the audit
+    (None: no audit; the oracles are named per factor beside the network)."""
+
+    max_iter: int = setting(100, integer(1, 10**7))
+    tol: float = setting(1e-6, number(0.0))
+    damping: float = setting(0.0, number(0.0, 1.0, high_open=True))
+    num_draws: int = setting(0, integer(0, 100_000))
+    seed: int = setting(0, integer(0, SEED_MAX))
+    track_elbo: bool = setting(True, boolean)
+    accelerate: bool = setting(True, boolean, doc="SQUAREM cycles: the same fixed point in "
+                               "fewer sweeps")
+    audit: AuditSettings | None = setting(None, optional(nested(AuditSettings)))
+
 
 MAX_HALVINGS = 30
 EXTRAPOLATE_BELOW = 0.5  # the residual under which SQUAREM extrapolates: far from the fixed

@@ -1,6 +1,6 @@
 """Training data: MCMC moments (NUTS, ChEES-HMC), eta designs, dataset files, generation."""
 
-from ._config import load_data_config
+from ._config import DataSettings, EtaSettings, load_data_config
 from ._dataset import (
     DataFlag,
     Dataset,
@@ -11,11 +11,12 @@ from ._dataset import (
 )
 from ._design import design_eta
 from ._generate import generate, moments_dataset, resolve_method
-from ._mcmc import MomentEstimate, mcmc_moments
+from ._mcmc import MomentEstimate, SamplerSettings, mcmc_moments
 from ._sharding import eta_mesh, map_over_eta
 
 __all__ = [
-    "DataFlag", "Dataset", "MomentEstimate", "design_eta", "flag_invalid_rows",
-    "eta_mesh", "generate", "load_data_config", "load_dataset", "map_over_eta", "mcmc_moments",
-    "moments_dataset", "resolve_method", "save_dataset", "split_dataset",
+    "DataFlag", "DataSettings", "Dataset", "EtaSettings", "MomentEstimate", "SamplerSettings",
+    "design_eta", "eta_mesh", "flag_invalid_rows", "generate", "load_data_config",
+    "load_dataset", "map_over_eta", "mcmc_moments", "moments_dataset", "resolve_method",
+    "save_dataset", "split_dataset",
 ]

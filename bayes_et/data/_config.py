@@ -5,11 +5,47 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from bayes_et.expfam import build_family
-from bayes_et.settings import DataSettings, fail, known_keys, parse, read_config
+from bayes_et.settings import (
+    SEED_MAX,
+    choice,
+    fail,
+    integer,
+    known_keys,
+    mapping,
+    nested,
+    optional,
+    parse,
+    read_config,
+    setting,
+)
+
+from ._mcmc import SamplerSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class EtaSettings:
+    """How many eta, their design, and an optional box per statistic ([lo, hi])."""
+
+    num: int = setting(check=integer(1, 10**8))
+    design: str = setting("uniform", choice("uniform", "log_uniform", "grid"))
+    box: dict | None = setting(None, optional(mapping))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """A dataset-generation config (configs/data/*.yaml)."""
+
+    family: Any = setting(check=None, doc="a family name or {name|import, args}")
+    eta: EtaSettings = setting(check=nested(EtaSettings))
+    method: str = setting("auto", choice("auto", "closed_form", "quadrature", "mcmc"))
+    sampler: SamplerSettings = setting(SamplerSettings(), nested(SamplerSettings))
+    chunk_size: int = setting(512, integer(1, 10**7))
+    seed: int = setting(0, integer(0, SEED_MAX))
 
 
 def load_data_config(source: str | os.PathLike | Mapping | DataSettings) -> DataSettings:

@@ -31,9 +31,9 @@ from bayes_et.expfam import (
     family_spec,
     quadrature_moments,
 )
-from bayes_et.settings import DataSettings, as_dict
+from bayes_et.settings import as_dict
 
-from ._config import box_arrays, load_data_config
+from ._config import DataSettings, box_arrays, load_data_config
 from ._dataset import DataFlag, Dataset, load_dataset, save_dataset
 from ._design import design_eta
 from ._mcmc import mcmc_moments

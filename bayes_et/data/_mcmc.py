@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -14,10 +15,35 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from bayes_et.expfam import ExponentialFamily
-from bayes_et.settings import SamplerSettings, parse
+from bayes_et.settings import choice, fail, integer, number, parse, setting
 
 from ._dataset import DataFlag
 from ._sharding import eta_mesh, map_over_eta
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """MCMC on the unconstrained space: the kernel (NUTS or ChEES-HMC), chains per eta,
+    warm-up and kept draws, and the quality gate (R-hat, ESS) with its re-runs."""
+
+    kernel: str = setting("nuts", choice("nuts", "chees"))
+    num_chains: int = setting(4, integer(2, 1024))
+    num_warmup: int = setting(500, integer(1, 10**6))
+    num_samples: int = setting(1000, integer(4, 10**7))
+    target_accept: float = setting(0.8, number(0.0, 1.0, low_open=True, high_open=True))
+    rhat_max: float = setting(1.01, number(1.0, 10.0, low_open=True))
+    ess_min: float = setting(400.0, number(0.0))
+    max_retries: int = setting(2, integer(0, 10))
+
+    def validate(self, key: str) -> None:
+        """The check across fields (run by `parse`): the ESS gate within reach (HMC can beat
+        independent draws, but not by 10x: a gate above that flags every eta)."""
+        most = 10 * self.num_chains * self.num_samples * 2**self.max_retries
+        if self.ess_min > most:
+            fail(f"{key}.ess_min" if key else "ess_min", self.ess_min,
+                 f"at most 10 x num_chains x num_samples x 2^max_retries = {most} (else "
+                 "every eta is flagged)")
+
 
 _SAMPLER = SamplerSettings()  # the defaults
 

@@ -7,8 +7,8 @@ from jaxtyping import PRNGKeyArray
 
 from bayes_et.data import design_eta
 from bayes_et.expfam import ExponentialFamily
-from bayes_et.settings import ActiveSettings
 
+from ._config import ActiveSettings
 from ._model import TrainedET
 from ._predictive import predict
 

@@ -13,7 +13,7 @@ from jaxtyping import PRNGKeyArray
 from bayes_et.data import Dataset
 
 from ._field import MAX_STATISTICS, MIN_ROWS, fit_field
-from ._model import POWER, PRIOR_WEIGHT, Z90, LocalScale, TrainedET
+from ._model import POWER, PRIOR_WEIGHT, Z90, LocalScale, SpreadCalibration, TrainedET
 from ._objective import mc_noise
 from ._predictive import predict
 
@@ -41,13 +41,13 @@ def _bin_scale(r2: np.ndarray, u: np.ndarray, noise: np.ndarray) -> float:
 
 
 def fit_calibration(residual: np.ndarray, raw_var: np.ndarray, noise: np.ndarray
-                    ) -> np.ndarray:
-    """The (4, k) calibration rows a, b, lo, hi from validation residuals (n, k), raw
-    predictive variances and target noise variances (n, k), all in target-std units.
+                    ) -> SpreadCalibration:
+    """The spread stage from validation residuals (n, k), raw predictive variances and
+    target noise variances (n, k), all in target-std units.
     Per statistic: the eta are cut into up to MAX_BINS equal-count bins of log u; in each,
-    the scale c^2 is fitted robustly (`_bin_scale`); a line log c^2 = a + b log u through
-    the bins (|b| <= MAX_SLOPE), u clipped to [lo, hi], the range seen, so the scale never
-    extrapolates."""
+    the scale c^2 is fitted robustly (`_bin_scale`); a line log c^2 = log_scale + slope
+    log u through the bins (|slope| <= MAX_SLOPE), log u clipped to the range seen, so the
+    scale never extrapolates."""
     n, k = residual.shape
     rows = np.zeros((4, k))
     num_bins = int(np.clip(n // MIN_PER_BIN, 1, MAX_BINS))
@@ -62,7 +62,7 @@ def fit_calibration(residual: np.ndarray, raw_var: np.ndarray, noise: np.ndarray
         if num_bins > 1 and np.ptp(x) > 0:
             slope = float(np.clip(np.polyfit(x, y, 1)[0], -MAX_SLOPE, MAX_SLOPE))
         rows[:, j] = (np.mean(y - slope * x), slope, log_u.min(), log_u.max())
-    return rows
+    return SpreadCalibration(*rows)
 
 
 def _interval_score(c: np.ndarray, abs_z: np.ndarray) -> float:
@@ -122,13 +122,13 @@ def recalibrate(model: TrainedET, val: Dataset, key: PRNGKeyArray,
         residual[rest] -= np.asarray(jax.vmap(field)(z_rest), np.float64)
         field_var[rest] = np.asarray(jax.vmap(field.variance)(z_rest), np.float64)
         residual[keep], field_var[keep] = held_residual, held_var
-    rows = fit_calibration(residual, raw_var, noise + field_var)
-    a, b, lo, hi = rows
-    spread_var = raw_var * np.exp(a + b * np.clip(np.log(raw_var), lo, hi))
+    spread = fit_calibration(residual, raw_var, noise + field_var)
+    spread_var = raw_var * np.exp(spread.log_scale + spread.slope * np.clip(
+        np.log(raw_var), spread.log_u_min, spread.log_u_max))
     abs_z = np.abs(residual) / np.sqrt(spread_var + noise + field_var)
     local = fit_local(eta[keep], abs_z[keep])
     model = eqx.tree_at(lambda m: (m.calibration, m.local, m.field), model,
-                        (jnp.asarray(rows, jnp.float32), local, field),
+                        (jnp.asarray(np.stack(spread), jnp.float32), local, field),
                         is_leaf=lambda x: x is None)
     c2 = np.asarray(jax.vmap(model.local_scale)(jnp.asarray(val.eta, jnp.float32)),
                     np.float64) ** 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -50,12 +52,29 @@ class LocalScale(eqx.Module):
                    jnp.zeros(k))
 
 
+class SpreadCalibration(NamedTuple):
+    """The spread stage of the calibration, per statistic (k,) each: a raw predictive
+    variance u (target-std units) becomes u exp(log_scale + slope clip(log u, log_u_min,
+    log_u_max)). A model file holds it as one (4, k) array in this order."""
+
+    log_scale: Array
+    slope: Array
+    log_u_min: Array
+    log_u_max: Array
+
+    @classmethod
+    def identity(cls, k: int) -> SpreadCalibration:
+        """No change of any spread."""
+        return cls(jnp.zeros(k), jnp.zeros(k), jnp.full(k, -UNBOUNDED), jnp.full(k, UNBOUNDED))
+
+
 class TrainedET(eqx.Module):
     """`net` maps eta to mu_T; `log_misfit` (k,) is the log variance, in units of the
-    targets' standard deviation, of what the network cannot fit; `calibration` (4, k) maps
-    the raw predictive variance u (weight spread plus misfit, target-std units) of each
-    statistic to the calibrated one, u * exp(a + b clip(log u, lo, hi)): rows a, b, lo, hi,
-    fitted on the validation split (a = b = 0 until then: the identity).
+    targets' standard deviation, of what the network cannot fit; `calibration` (a
+    `SpreadCalibration`, stored as its (4, k) array: `spread_calibration` reads it) maps the
+    raw predictive variance u (weight spread plus misfit, target-std units) of each
+    statistic to the calibrated one, fitted on the validation split (the identity until
+    then).
 
     `square_of` holds pairs (b, a) of statistics with T_b = T_a^2 that the model answers
     as mu_a^2 + d mu_a / d eta_a (`answer`): the variance from the slope of the learned
@@ -79,9 +98,13 @@ class TrainedET(eqx.Module):
              square_of: tuple[tuple[int, int], ...] = ()) -> TrainedET:
         """`net` with an initial misfit standard deviation `misfit` (target-std units)."""
         k = net.eta_dim
-        identity = jnp.stack([jnp.zeros(k), jnp.zeros(k), jnp.full(k, -UNBOUNDED),
-                              jnp.full(k, UNBOUNDED)])
-        return cls(net, jnp.full((k,), 2 * jnp.log(misfit)), identity, tuple(square_of))
+        return cls(net, jnp.full((k,), 2 * jnp.log(misfit)),
+                   jnp.stack(SpreadCalibration.identity(k)), tuple(square_of))
+
+    @property
+    def spread_calibration(self) -> SpreadCalibration:
+        """The spread stage of the calibration, by name."""
+        return SpreadCalibration(*self.calibration)
 
     def answer(self, function, eta: Float[Array, " k"]) -> Float[Array, " k"]:
         """The answer at one eta of `function` (the network, one of its weight draws, or a
@@ -104,9 +127,10 @@ class TrainedET(eqx.Module):
         """The factor m (per statistic) that calibrates a deviation of raw predictive
         variance `raw_var` (targets' units) by the spread alone: calibrated sd = m x raw
         sd."""
-        a, b, lo, hi = self.calibration
+        c = self.spread_calibration
         log_u = jnp.log(raw_var / self.net.scaler.mu_scale**2)
-        return jnp.exp(0.5 * (a + b * jnp.clip(log_u, lo, hi)))
+        return jnp.exp(0.5 * (c.log_scale + c.slope * jnp.clip(log_u, c.log_u_min,
+                                                                 c.log_u_max)))
 
     def _standardised(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
         return (eta - self.net.scaler.eta_mean) / self.net.scaler.eta_scale

@@ -20,6 +20,7 @@ from bayes_et._files import carry, check_output_file, run_folder, write_json, wr
 from bayes_et.data import (
     DataFlag,
     Dataset,
+    DataSettings,
     design_eta,
     flag_invalid_rows,
     load_data_config,
@@ -40,11 +41,11 @@ from bayes_et.expfam import (
     same_family,
 )
 from bayes_et.params import get_parameter_count, load_header, load_model, save_model
-from bayes_et.settings import DataSettings, TrainSettings, as_dict, integer, parse
+from bayes_et.settings import as_dict, integer, parse
 
 from ._active import select_eta
 from ._calibration import MAX_LOCAL, Z2_LEVEL, recalibrate
-from ._config import load_train_config
+from ._config import TrainSettings, load_train_config
 from ._field import ResidualField
 from ._metrics import calibration_metrics
 from ._model import LocalScale, TrainedET, squares_of
@@ -391,9 +392,8 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         "num_calibration": 0 if calibration_set is None else len(calibration_set),
         "parameters": get_parameter_count(model.net),
         "training_seconds": seconds, "epochs": len(history),
-        "calibration": dict(zip(("log_scale", "slope", "log_u_min", "log_u_max"),
-                                np.asarray(model.calibration, np.float64).tolist(),
-                                strict=True)) | {
+        "calibration": {k: np.asarray(v, np.float64).tolist()
+                        for k, v in model.spread_calibration._asdict().items()} | {
             "local_bandwidth": None if model.local is None
             else np.exp(np.asarray(model.local.log_bandwidth, np.float64)).tolist(),
             "field_lengthscale": None if model.field is None

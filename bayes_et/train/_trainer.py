@@ -15,8 +15,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from bayes_et.params import NormalPrior, natural_gradient
-from bayes_et.settings import StageSettings, TrainSettings
 
+from ._config import StageSettings, TrainSettings
 from ._model import TrainedET, stage_filter
 from ._objective import Targets, fisher_mismatch, gaussian_nll, objective, standardised
 from ._predictive import raw_predictive

@@ -87,9 +87,9 @@ def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     mean, cov = predict(model, planted.eta, key, 16, calibrated=False)
     z2 = (planted.mu_T - np.asarray(mean)) ** 2 / np.diagonal(np.asarray(cov), axis1=1,
                                                                axis2=2)
-    rows = np.asarray(model.calibration).copy()
-    rows[0] = np.log(z2.mean())
-    global_fit = eqx.tree_at(lambda m: m.calibration, model, jnp.asarray(rows, jnp.float32))
+    single = model.spread_calibration._replace(
+        log_scale=jnp.full(z2.shape[1], np.log(z2.mean()), jnp.float32))
+    global_fit = eqx.tree_at(lambda m: m.calibration, model, jnp.stack(single))
     assert _coverage_90(global_fit, test_set, key) > 0.99
     # Calibrated function draws: the raw weight draws around the answer at the weight
     # means, plus one misfit offset per draw (constant over eta, N(0, misfit) across draws),
