@@ -325,7 +325,7 @@ def run_quickstart(config: str | os.PathLike | dict | None = None,
             "seconds": time.perf_counter() - t}
 
         t = stage(4, "predicted versus exact moments along a line of eta")
-        model, _ = load_run(run_dir, family)
+        model = load_run(run_dir, family).model
         summary["slice"] = {**_slice_figure(model, family, cfg.slice, folder / "slice.png"),
                             "seconds": time.perf_counter() - t}
 

@@ -68,7 +68,7 @@ def grid_moments(eta: np.ndarray) -> np.ndarray:
 
 def grid_scores(run: Path, data: Path) -> dict:
     """The run's test split scored against the grid truth (not the NUTS targets)."""
-    model, header = load_run(run)
+    model = load_run(run).model
     cfg = load_train_config(json.loads((run / "metrics.json").read_text())["config"])
     family = GinzburgLandau()
     test = split_dataset(flag_invalid_rows(load_dataset(data), family), cfg.split, cfg.seed)[2]

@@ -23,7 +23,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from bayes_et.data import SamplerSettings
 from bayes_et.et import AbstractET
-from bayes_et.expfam import ExponentialFamily, family_from_record
+from bayes_et.expfam import ExponentialFamily
 from bayes_et.expfam._laplace import (
     MAX_TENSOR_DIM,
     laplace_moments_at,
@@ -368,19 +368,16 @@ class NetworkMoments(MomentProvider):
         folder must record `family` when it is given (name and arguments); a family that is
         not built in must be given."""
         if isinstance(source, TrainedET):
-            model, hyperparams = source, {}
+            model = source
             if not isinstance(family, ExponentialFamily):
                 raise ValueError("NetworkMoments: give family=... for a model without a run "
                                  "folder")
         else:
-            model, hyperparams = load_run(source, family)
-            family = family_from_record(hyperparams["family"], family, f"{source}: family")
+            model, family, region, _ = load_run(source, family)
+            training_region = region if training_region is None else training_region
         if family.eta_dim != model.net.eta_dim:
             raise ValueError(f"NetworkMoments: the network maps {model.net.eta_dim}-dim eta; "
                              f"{family.name} has {family.eta_dim}")
-        if "training_region" in hyperparams and training_region is None:
-            region = hyperparams["training_region"]
-            training_region = (region["eta_min"], region["eta_max"])
         lo, hi = (np.full(family.eta_dim, -np.inf), np.full(family.eta_dim, np.inf)) \
             if training_region is None else (np.asarray(a, np.float64) for a in training_region)
         parse(NetworkSettings, {"network": str(source), "num_samples": num_samples,

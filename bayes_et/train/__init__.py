@@ -15,12 +15,20 @@ from ._metrics import calibration_metrics
 from ._model import SpreadCalibration, TrainedET, stage_filter
 from ._objective import Targets, make_targets, mc_noise, objective
 from ._predictive import function_draws, predict
-from ._run import evaluate, evaluate_run, exact_truth, extend_run, load_run, train_run
+from ._run import (
+    TrainedRun,
+    evaluate,
+    evaluate_run,
+    exact_truth,
+    extend_run,
+    load_run,
+    train_run,
+)
 from ._trainer import train, validation_nll
 
 __all__ = [
     "ActiveSettings", "CalibrationSettings", "DrawSettings", "LikelihoodSettings",
-    "SpreadCalibration", "StageSettings", "Targets", "TrainSettings", "TrainedET",
+    "SpreadCalibration", "StageSettings", "Targets", "TrainSettings", "TrainedET", "TrainedRun",
     "calibration_metrics", "evaluate", "evaluate_run", "exact_truth", "extend_run",
     "fit_calibration", "function_draws", "load_run", "load_train_config", "make_targets",
     "mc_noise", "objective", "predict", "recalibrate", "select_eta", "spread_score",

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -163,18 +163,31 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
     return family
 
 
+class TrainedRun(NamedTuple):
+    """A run folder as `load_run` reads it: the trained model, the family it learnt, its
+    training region (eta_min, eta_max) and the model file's header (hyperparameters)."""
+
+    model: TrainedET
+    family: ExponentialFamily
+    region: tuple[np.ndarray, np.ndarray]
+    header: dict[str, Any]
+
+
 def load_run(run_dir: str | os.PathLike, family: ExponentialFamily | str | None = None
-             ) -> tuple[TrainedET, dict[str, Any]]:
-    """The trained model of a run folder and its header hyperparameters (content hash and
-    fields checked). A run of a family that is not built in needs `family` (the family, or
-    its 'module:Class'): a file never chooses what is imported."""
+             ) -> TrainedRun:
+    """The trained model of a run folder with its family, region and header (content hash
+    and fields checked). A run of a family that is not built in needs `family` (the family,
+    or its 'module:Class'): a file never chooses what is imported."""
     path = Path(run_dir) / "model.eqx"
     if not path.is_file():
         raise ValueError(f"run folder {str(run_dir)!r} has no model.eqx (not a training run)")
     hyperparams = load_header(path)["hyperparams"]
     family = _check_header(path, hyperparams, family)
+    region = hyperparams["training_region"]
     with jax.enable_x64(False):  # networks are float32, also for a caller in float64
-        return load_model(path, _template(hyperparams, family)), hyperparams
+        model = load_model(path, _template(hyperparams, family))
+    return TrainedRun(model, family, tuple(np.asarray(region[k], np.float64)
+                                           for k in ("eta_min", "eta_max")), hyperparams)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -422,8 +435,7 @@ def extend_run(run_dir: str | os.PathLike, data: str | os.PathLike | list = (), 
     validation splits; the test split stays the run's. `config` (default: the run's,
     without active-learning rounds) sets the stages; with `active.rounds` in it (and no
     data) the run gets that many more active-learning rounds."""
-    model, hyperparams = load_run(run_dir, family)
-    fam = family_from_record(hyperparams["family"], family, "run family")
+    model, fam, _, hyperparams = load_run(run_dir, family)
     run_dir = Path(run_dir)
     recorded = json.loads((run_dir / "metrics.json").read_text())["config"]
     cfg = load_train_config(config if config is not None else
@@ -464,8 +476,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str, *, num_samples: int = 64
     RUN_DIR/evaluation-<data stem>.json with its calibration figure beside it (an existing
     evaluation is replaced only with `force`). Data of another family (name and arguments)
     is refused; invalid and flagged rows are left out and counted."""
-    model, hyperparams = load_run(run_dir, family)
-    fam = family_from_record(hyperparams["family"], family, "run family")
+    model, fam, _, hyperparams = load_run(run_dir, family)
     dataset = load_dataset(data)
     if not same_family(dataset.metadata.get("family"), hyperparams["family"]):
         raise ValueError(f"--data: {data} holds {dataset.metadata.get('family')!r}; the run "

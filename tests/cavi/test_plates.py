@@ -175,7 +175,7 @@ def test_network_answers_a_plate_with_per_member_bands(trained_runs):
 
 def test_a_run_loads_and_answers_inside_enable_x64(trained_runs):
     with jax.enable_x64(True):
-        model, header = load_run(trained_runs["gamma"])
+        model = load_run(trained_runs["gamma"]).model
         network = NetworkMoments(trained_runs["gamma"])
         mean, cov = network(np.array([[10.5, -12.0]]))
     assert model.net.scaler.eta_mean.dtype == jnp.float32

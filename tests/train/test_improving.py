@@ -75,7 +75,7 @@ def test_an_active_learning_round_puts_eta_where_the_spread_is_and_beats_uniform
     assert spread["max_nrmse"] < uniform["max_nrmse"]
     # The new eta lie where the first network's spread was largest: its top quarter over a
     # uniform sample of the box holds most of them (and a quarter of the uniform ones).
-    model, _ = load_run(first)
+    model = load_run(first).model
     key = jax.random.key(0)
     cut = np.quantile(spread_score(model, design_eta(Quartic(), 4000, seed=9), key, 16), 0.75)
     share = {d: np.mean(spread_score(model, eta, key, 16) > cut) for d, eta in added.items()}
@@ -112,7 +112,7 @@ def test_fallback_answers_extend_a_run_and_improve_it_there(tmp_path):
     key = jax.random.key(0)
     error = {}
     for name, folder in (("before", run), ("after", extended)):
-        mean, _ = predict(load_run(folder)[0], answers.eta, key, 16)
+        mean, _ = predict(load_run(folder).model, answers.eta, key, 16)
         error[name] = np.sqrt(np.mean((np.asarray(mean) - answers.mu_T) ** 2, 0))
     assert np.all(error["after"] < 0.5 * error["before"]), error
 
@@ -133,6 +133,6 @@ def test_audit_answers_extend_a_run_and_improve_it_there(tmp_path):
     key = jax.random.key(0)
     error = {}
     for name, folder in (("before", run), ("after", extended)):
-        mean, _ = predict(load_run(folder)[0], answers.eta, key, 16)
+        mean, _ = predict(load_run(folder).model, answers.eta, key, 16)
         error[name] = np.sqrt(np.mean((np.asarray(mean) - answers.mu_T) ** 2, 0))
     assert np.mean(error["after"] / error["before"]) < 1.0, error

@@ -16,6 +16,7 @@ from scipy import integrate, stats
 from bayes_et import cli
 from bayes_et.data import save_dataset, split_dataset
 from bayes_et.et import build
+from bayes_et.expfam import Gamma
 from bayes_et.params import flatten_means, flatten_stdvs
 from bayes_et.train import (
     TrainedET,
@@ -194,10 +195,11 @@ def test_train_and_evaluate_commands(tmp_path, capsys):
     assert 0.85 <= metrics["validation_coverage_90"] <= 0.97
     history = (run / "history.csv").read_text().splitlines()
     assert history[0].startswith("round,stage,") and len(history) == metrics["epochs"] + 1
-    model, header = load_run(run)
-    assert header["architecture"] == "mlp"
-    np.testing.assert_allclose(model.calibration[0], metrics["calibration"]["log_scale"],
-                               rtol=1e-6)
+    model, family, region, header = load_run(run)
+    assert header["architecture"] == "mlp" and isinstance(family, Gamma)
+    np.testing.assert_allclose(region[0], header["training_region"]["eta_min"])
+    np.testing.assert_allclose(model.spread_calibration.log_scale,
+                               metrics["calibration"]["log_scale"], rtol=1e-6)
     assert cli.main(["evaluate", str(run), "--data", str(exact)]) == 0
     evaluation = json.loads((run / "evaluation-exact.json").read_text())
     assert evaluation["num_eta"] == 100 and "rms_error_over_mcse" not in evaluation
