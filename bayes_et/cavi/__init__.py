@@ -7,19 +7,22 @@ from ._providers import (
     ExactMoments,
     MomentFlag,
     MomentProvider,
+    Moments,
     NetworkMoments,
     NetworkSettings,
     SamplingMoments,
     WithFallback,
     flag_names,
+    flag_where,
+    on_rows,
 )
 from ._run import CAVIConfig, audit_answers, cavi_run, fallback_answers, load_cavi_config
 from ._solver import CAVIResult, SolverSettings, audit_result, run_cavi
 
 __all__ = [
     "Audit", "AuditResult", "AuditSettings", "Block", "CAVIConfig", "CAVIModel", "CAVIResult",
-    "ExactMoments", "Factor", "Model", "MomentFlag", "MomentProvider", "NetworkMoments",
-    "NetworkSettings", "SamplingMoments", "SolverSettings", "Stat", "WithFallback",
-    "audit_answers", "audit_result", "cavi_run", "examples", "fallback_answers", "flag_names",
-    "load_cavi_config", "model_from_config", "run_cavi",
+    "ExactMoments", "Factor", "Model", "MomentFlag", "MomentProvider", "Moments",
+    "NetworkMoments", "NetworkSettings", "SamplingMoments", "SolverSettings", "Stat",
+    "WithFallback", "audit_answers", "audit_result", "cavi_run", "examples", "fallback_answers",
+    "flag_names", "flag_where", "load_cavi_config", "model_from_config", "on_rows", "run_cavi",
 ]

@@ -15,6 +15,7 @@ from bayes_et.cavi import (
     Audit,
     ExactMoments,
     MomentProvider,
+    Moments,
     NetworkMoments,
     SamplingMoments,
     WithFallback,
@@ -24,7 +25,6 @@ from bayes_et.cavi import (
     run_cavi,
 )
 from bayes_et.cavi._audit import _draw_members, _half_widths
-from bayes_et.cavi._providers import Moments
 from bayes_et.expfam import Gamma, Gaussian, PoissonLogNormal, Quartic, exact_moments
 
 GH = ExactMoments(PoissonLogNormal(), "gauss_hermite")

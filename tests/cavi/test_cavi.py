@@ -12,6 +12,7 @@ from bayes_et.cavi import (
     ExactMoments,
     Factor,
     MomentProvider,
+    Moments,
     NetworkMoments,
     SamplingMoments,
     WithFallback,
@@ -21,7 +22,6 @@ from bayes_et.cavi import (
     load_cavi_config,
     run_cavi,
 )
-from bayes_et.cavi._providers import Moments
 from bayes_et.et import build
 from bayes_et.expfam import Gamma, Gaussian, kl_divergence
 from bayes_et.train import TrainedET

@@ -15,6 +15,7 @@ from bayes_et.cavi import (
     Factor,
     Model,
     MomentProvider,
+    Moments,
     NetworkMoments,
     SamplingMoments,
     WithFallback,
@@ -22,7 +23,6 @@ from bayes_et.cavi import (
     load_cavi_config,
     run_cavi,
 )
-from bayes_et.cavi._providers import Moments
 from bayes_et.expfam import (
     Gamma,
     Gaussian,
