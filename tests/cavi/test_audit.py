@@ -132,6 +132,7 @@ def test_interval_quantile_is_students_t_at_the_welch_satterthwaite_degrees_of_f
     np.testing.assert_allclose(known, stats.t.ppf(0.95, df) * np.sqrt(80.0), rtol=1e-12)
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_stratified_audit_is_narrower_than_simple_random_sampling_and_covers(plate):
     """The biased provider's misfit varies smoothly with eta: at the same n the stratified
     interval is narrower than simple random sampling's (median over 40 seeds), and both
@@ -184,6 +185,7 @@ def test_a_census_with_an_exact_oracle_iterates_to_the_exact_fixed_point():
                                quadrature(result.eta["mu"])[0], rtol=1e-9)
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_linear_response_band_agrees_with_the_function_draw_band(trained_runs):
     """A Gaussian plate answered by a network: each draw's fixed point by one linear solve
     matches the draw's whole solve to first order (within 5% of the band's width)."""
@@ -291,6 +293,7 @@ def test_cli_writes_the_audit_and_its_rows(tmp_path, trained_runs):
                                                        .read_text())["eta"]["mu"], rtol=1e-12)
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_a_sampling_oracle_takes_one_newton_step_with_its_monte_carlo_error(plate):
     """NUTS as the oracle: one Newton step (no NUTS inside the sweeps), towards the exact
     fixed point, and an interval wider than the exact oracle's at the same members (its

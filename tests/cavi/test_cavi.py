@@ -98,6 +98,7 @@ def test_normal_gamma_with_networks_is_within_kl_1e3_of_exact(trained_runs):
     assert np.all(np.asarray(band["mu"]["hi"]) > np.asarray(band["mu"]["lo"]))
 
 
+@pytest.mark.slow  # minutes: in the slow tier
 def test_quartic_prior_with_a_network_is_within_kl_1e2_of_quadrature(trained_runs):
     model = examples.quartic_prior(examples.simulate(5, 0.8, 1.5, 0), *QUARTIC_PRIOR)
     learned = run_cavi(model, {"mu": NetworkMoments(trained_runs["quartic"])}, num_draws=16)
