@@ -16,13 +16,14 @@ from bayes_et.cavi import (
     WithFallback,
 )
 from bayes_et.cavi._audit import Rectified
-from bayes_et.data import design_eta
+from bayes_et.data import design_eta, resolve_method
 from bayes_et.et import ARCHITECTURES, build
 from bayes_et.expfam import (
     FAMILIES,
     Gamma,
     build_family,
     exact_moments,
+    exact_route,
     family_spec,
     quadrature_moments,
     same_family,
@@ -46,15 +47,17 @@ def test_family_contract(name):
     direct = family.compute_stats(family.support.forward(u) if family.support.u_size == 1
                                   else jax.vmap(family.support.forward)(u))
     np.testing.assert_allclose(stats, direct, rtol=1e-5, atol=1e-6)
-    one_d = int(np.prod(family.x_shape)) == 1
-    if not (family.has_closed_form or one_d):
+    route = exact_route(family)  # the one rule: the generator and the provider follow it
+    assert resolve_method(family, "auto") == (route or "mcmc")
+    if route is None:
         with pytest.raises(ValueError, match="mcmc_moments"):
             exact_moments(family, eta)
         return
+    assert ExactMoments(family).route == route
     mu, cov = exact_moments(family, eta)
     assert np.all(np.isfinite(mu)) and np.allclose(cov, np.swapaxes(cov, 1, 2))
     assert np.all(np.linalg.eigvalsh(cov) > -1e-9)
-    if family.has_closed_form and one_d:  # two independent routes agree
+    if route == "closed_form" and int(np.prod(family.x_shape)) == 1:  # two routes agree
         np.testing.assert_allclose(quadrature_moments(family, eta)[0], mu, rtol=1e-7, atol=1e-9)
 
 

@@ -23,7 +23,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from bayes_et.data import SamplerSettings
 from bayes_et.et import AbstractET
-from bayes_et.expfam import ExponentialFamily
+from bayes_et.expfam import ExponentialFamily, exact_route
 from bayes_et.expfam._laplace import (
     MAX_TENSOR_DIM,
     laplace_moments_at,
@@ -222,9 +222,8 @@ class ExactMoments(MomentProvider):
         if route not in ROUTES:
             raise ValueError(f"ExactMoments: route={route!r}; allowed: {', '.join(ROUTES)}")
         if route == "auto":
-            route = ("closed_form" if family.has_closed_form else "quadrature" if dim == 1
-                     else "gauss_hermite")
-        if route == "closed_form" and not family.has_closed_form:
+            route = exact_route(family) or "gauss_hermite"
+        if route == "closed_form" and exact_route(family) != "closed_form":
             raise ValueError(f"ExactMoments: {family.name} has no closed form; use route "
                              "quadrature (1-D x) or gauss_hermite (x in R^d, d <= "
                              f"{MAX_TENSOR_DIM}), or SamplingMoments")

@@ -28,6 +28,7 @@ from bayes_et.expfam import (
     ExponentialFamily,
     build_family,
     exact_moments,
+    exact_route,
     family_spec,
     quadrature_moments,
 )
@@ -42,14 +43,14 @@ FORMAT = "bayes_et.dataset/1"
 
 
 def resolve_method(family: ExponentialFamily, method: str) -> str:
-    """auto = closed form, else quadrature for one-dimensional x, else MCMC."""
-    one_d = int(np.prod(family.x_shape)) == 1
+    """auto = the family's robust exact route (`exact_route`), else MCMC."""
+    route = exact_route(family)
     if method == "auto":
-        return "closed_form" if family.has_closed_form else "quadrature" if one_d else "mcmc"
-    if method == "closed_form" and not family.has_closed_form:
+        return route or "mcmc"
+    if method == "closed_form" and route != "closed_form":
         raise ValueError(f"config key 'method': {family.name} has no closed form; "
                          "use quadrature (1-D x) or mcmc")
-    if method == "quadrature" and not one_d:
+    if method == "quadrature" and int(np.prod(family.x_shape)) != 1:
         raise ValueError(f"config key 'method': quadrature needs 1-D x; {family.name} has "
                          f"x_shape {family.x_shape}")
     return method

@@ -36,6 +36,7 @@ from bayes_et.expfam import (
     ExponentialFamily,
     build_family,
     exact_moments,
+    exact_route,
     family_from_record,
     family_spec,
     same_family,
@@ -104,8 +105,7 @@ def evaluate(model: TrainedET, data: Dataset, family: ExponentialFamily, key: ja
     mcse = None
     if np.all(np.isfinite(data.ess)):
         mcse = np.sqrt(np.diagonal(mc_noise(data), axis1=1, axis2=2))
-    exact = data.metadata.get("method") in EXACT_METHODS or family.has_closed_form or (
-        int(np.prod(family.x_shape)) == 1)
+    exact = data.metadata.get("method") in EXACT_METHODS or exact_route(family) is not None
     noise = None
     if exact or mcse is None:
         truth, source = exact_truth(family, data), "exact moments"
