@@ -21,33 +21,6 @@ from ._dataset import DataFlag
 from ._sharding import eta_mesh, map_over_eta
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplerSettings:
-    """MCMC on the unconstrained space: the kernel (NUTS or ChEES-HMC), chains per eta,
-    warm-up and kept draws, and the quality gate (R-hat, ESS) with its re-runs."""
-
-    kernel: str = setting("nuts", choice("nuts", "chees"))
-    num_chains: int = setting(4, integer(2, 1024))
-    num_warmup: int = setting(500, integer(1, 10**6))
-    num_samples: int = setting(1000, integer(4, 10**7))
-    target_accept: float = setting(0.8, number(0.0, 1.0, low_open=True, high_open=True))
-    rhat_max: float = setting(1.01, number(1.0, 10.0, low_open=True))
-    ess_min: float = setting(400.0, number(0.0))
-    max_retries: int = setting(2, integer(0, 10))
-
-    def validate(self, key: str) -> None:
-        """The check across fields (run by `parse`): the ESS gate within reach (HMC can beat
-        independent draws, but not by 10x: a gate above that flags every eta)."""
-        most = 10 * self.num_chains * self.num_samples * 2**self.max_retries
-        if self.ess_min > most:
-            fail(f"{key}.ess_min" if key else "ess_min", self.ess_min,
-                 f"at most 10 x num_chains x num_samples x 2^max_retries = {most} (else "
-                 "every eta is flagged)")
-
-
-_SAMPLER = SamplerSettings()  # the defaults
-
-
 class MomentEstimate(NamedTuple):
     """Monte-Carlo moments of T(x) for a batch of n eta (NumPy, float64)."""
 
@@ -120,6 +93,33 @@ def _chees_chains(family, eta, key, num_chains, num_warmup, num_samples, target_
 
 
 KERNELS = {"nuts": _nuts_chains, "chees": _chees_chains}
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """MCMC on the unconstrained space: the kernel (NUTS or ChEES-HMC), chains per eta,
+    warm-up and kept draws, and the quality gate (R-hat, ESS) with its re-runs."""
+
+    kernel: str = setting("nuts", choice(*KERNELS))
+    num_chains: int = setting(4, integer(2, 1024))
+    num_warmup: int = setting(500, integer(1, 10**6))
+    num_samples: int = setting(1000, integer(4, 10**7))
+    target_accept: float = setting(0.8, number(0.0, 1.0, low_open=True, high_open=True))
+    rhat_max: float = setting(1.01, number(1.0, 10.0, low_open=True))
+    ess_min: float = setting(400.0, number(0.0))
+    max_retries: int = setting(2, integer(0, 10))
+
+    def validate(self, key: str) -> None:
+        """The check across fields (run by `parse`): the ESS gate within reach (HMC can beat
+        independent draws, but not by 10x: a gate above that flags every eta)."""
+        most = 10 * self.num_chains * self.num_samples * 2**self.max_retries
+        if self.ess_min > most:
+            fail(f"{key}.ess_min" if key else "ess_min", self.ess_min,
+                 f"at most 10 x num_chains x num_samples x 2^max_retries = {most} (else "
+                 "every eta is flagged)")
+
+
+_SAMPLER = SamplerSettings()  # the defaults
 
 
 def _chain_keys(key, num_chains):
