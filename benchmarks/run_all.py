@@ -307,7 +307,10 @@ def _audit(data: dict) -> list[str]:
                           widths(b["median_half_width_over_sd"]),
                           b["seconds_per_dataset_with_draws"], b["draws_converged"]])
         if a:
-            audits.append([name, a["num_audits"], a["members"], pair(a["coverage"]),
+            first = a.get("first_dataset_seed", 5000)
+            seeds = f"{first}-{first + a['num_datasets'] - 1}"
+            audits.append([name, f"{a['num_audits']} (data sets {seeds})", a["members"],
+                           pair(a["coverage"]),
                            widths(a["median_error_over_sd"]),
                            widths(a["median_half_width_over_sd"]), a["mean_z2"],
                            a["audit_seconds_over_solve_seconds_median"]])
