@@ -195,10 +195,8 @@ def answer_rows(family, provider: MomentProvider, eta: np.ndarray, seed: int,
     a network's run with (`bayes_et.train.extend_run`): the family's robust exact moments
     (`exact_route`) for an exact provider, NUTS moments with its settings for a sampling
     one (with the default settings for a family without a robust exact route)."""
-    if isinstance(provider, SamplingMoments) or exact_route(family) is None:
-        method, sampler = "mcmc", dict(getattr(provider, "settings", ()))
-    else:
-        method, sampler = exact_route(family), {}
+    route = None if isinstance(provider, SamplingMoments) else exact_route(family)
+    method, sampler = (route, {}) if route else ("mcmc", dict(getattr(provider, "settings", ())))
     raw = {"family": family_spec(family), "eta": {"num": len(eta)}, "method": method,
            "sampler": sampler, "seed": seed}
     cfg = parse(DataSettings, raw, "answer data")
