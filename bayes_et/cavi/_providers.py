@@ -444,7 +444,7 @@ class NetworkMoments(MomentProvider):
         m = self._scale(eta, dev)
         cov = m[:, None] * (dev.T @ dev / self.num_samples
                             + jnp.diag(self.model.misfit_variance)) * m[None, :] \
-            + jnp.diag(self.model.field_variance(eta))
+            + self.model.field_covariance(eta)
         spread = jnp.sqrt(jnp.diagonal(cov)) / self.model.net.scaler.mu_scale
         wide = jnp.max(spread) > self.max_spread
         return answer, cov, flag_where(wide, MomentFlag.WIDE_PREDICTIVE_SPREAD)

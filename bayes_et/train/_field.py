@@ -5,7 +5,10 @@ it), its posterior variance joins the band, and a draw of it is a smooth functio
 values and slopes, shared by every member of a CAVI plate: the error that adds up in a
 global update. Draws by pathwise conditioning (Wilson et al., ICML 2020): a prior draw in
 random Fourier features moved by the exact kernel's update to the data, consistent at
-any eta."""
+any eta. The statistics' fields share their error as their held-out residuals do: a draw's
+deviation of statistic j is s_j sum_l C_jl dev_l / s_l, the statistics' own deviations
+mixed by the Cholesky factor C of that correlation (a linear model of coregionalisation),
+so the band's covariance is full and a draw moves the statistics together."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ SIGNALS = np.geomspace(0.03, 3.0, 4)
 NUGGETS = np.geomspace(1e-2, 1e2, 5)
 OUTLIER = 10.0  # |r| beyond this many robust sds: left out of the fit (a few cannot bend it)
 JITTER = 1e-3  # of the field's variance, on each noise variance: float32 keeps the factor
+CORRELATION_JITTER = 1e-4  # on the statistics' correlation: a factor when they coincide
 BOUNDS = np.log([[0.02, 10.0], [1e-4, 10.0], [1e-4, 1e4]])
 
 
@@ -35,7 +39,10 @@ class ResidualField(eqx.Module):
     """Per statistic j a GP with squared-exponential kernel s_j^2 exp(-|z - z'|^2 / 2 l_j^2)
     in standardised eta z, conditioned on residuals at z_i with noise variances v_ij:
     `alpha` = K_y^-1 r and `chol_inv` the inverse of the Cholesky factor of K_y = K + diag v
-    (so the variance and the draws are matrix products: fast for a plate of members)."""
+    (so the variance and the draws are matrix products: fast for a plate of members).
+    `correlation` is the Cholesky factor C of the statistics' correlation R = C C' (None:
+    independent, as a field of an earlier version): it mixes the deviations from the mean,
+    in units of each statistic's prior sd s_j."""
 
     z: Float[Array, "n d"]
     log_lengthscale: Float[Array, " k"]
@@ -45,6 +52,7 @@ class ResidualField(eqx.Module):
     noise_var: Float[Array, "n k"]
     omega: Float[Array, "d F"]
     phase: Float[Array, " F"]
+    correlation: Float[Array, "k k"] | None = None
 
     def _kernel(self, z: Float[Array, " d"]) -> Float[Array, "n k"]:
         d2 = jnp.sum((z - self.z) ** 2, -1)[:, None]
@@ -60,10 +68,27 @@ class ResidualField(eqx.Module):
         weight = self._kernel(z) * self.alpha * jnp.exp(-2 * self.log_lengthscale)  # (n, k)
         return -jnp.sum(weight[:, :, None] * (z - self.z)[:, None, :], 0)
 
-    def variance(self, z: Float[Array, " d"]) -> Float[Array, " k"]:
-        """The posterior variance at one standardised eta (k,)."""
+    def _own_variance(self, z: Float[Array, " d"]) -> Float[Array, " k"]:
+        """Each statistic's own posterior variance at one standardised eta (k,)."""
         solved = jnp.einsum("knm,mk->nk", self.chol_inv, self._kernel(z))
         return jnp.maximum(jnp.exp(2 * self.log_signal) - jnp.sum(solved**2, 0), 0.0)
+
+    def _mixing(self) -> Float[Array, "k k"] | None:
+        """A = diag(s) C diag(1/s): the deviation of a draw is A times the statistics' own."""
+        if self.correlation is None:
+            return None
+        signal = jnp.exp(self.log_signal)
+        return signal[:, None] * self.correlation / signal[None, :]
+
+    def variance(self, z: Float[Array, " d"]) -> Float[Array, " k"]:
+        """The posterior variance at one standardised eta (k,)."""
+        own, mixing = self._own_variance(z), self._mixing()
+        return own if mixing is None else mixing**2 @ own
+
+    def covariance(self, z: Float[Array, " d"]) -> Float[Array, "k k"]:
+        """The posterior covariance of the statistics at one standardised eta (k, k)."""
+        own, mixing = self._own_variance(z), self._mixing()
+        return jnp.diag(own) if mixing is None else (mixing * own) @ mixing.T
 
     def _prior(self, z: Float[Array, "*m d"], weights: Float[Array, "k F"]
                ) -> Float[Array, "*m k"]:
@@ -87,14 +112,19 @@ class ResidualField(eqx.Module):
         """Draw `one` (an item of `draws`) at one standardised eta (k,): the prior draw
         moved by the exact kernel's update to the data (pathwise conditioning)."""
         weights, beta = one
-        return self._prior(z, weights) + jnp.sum(self._kernel(z) * (self.alpha - beta), 0)
+        kernel = self._kernel(z)
+        deviation = self._prior(z, weights) - jnp.sum(kernel * beta, 0)
+        mixing = self._mixing()
+        if mixing is not None:
+            deviation = mixing @ deviation
+        return jnp.sum(kernel * self.alpha, 0) + deviation
 
     @classmethod
-    def empty(cls, n: int, d: int, k: int) -> ResidualField:
-        """A template of n held-out eta (for loading)."""
+    def empty(cls, n: int, d: int, k: int, correlated: bool = True) -> ResidualField:
+        """A template of n held-out eta (for loading; `correlated`: with a correlation)."""
         return cls(jnp.zeros((n, d)), jnp.zeros(k), jnp.zeros(k), jnp.zeros((k, n, n)),
                    jnp.zeros((n, k)), jnp.zeros((n, k)), jnp.zeros((d, NUM_FEATURES)),
-                   jnp.zeros(NUM_FEATURES))
+                   jnp.zeros(NUM_FEATURES), jnp.zeros((k, k)) if correlated else None)
 
 
 def _neg_log_lik(params, d2, r, u, noise):
@@ -130,7 +160,7 @@ def fit_field(z: np.ndarray, residual: np.ndarray, raw_var: np.ndarray, noise: n
     k = residual.shape[1]
     d2 = np.sum((zf[:, None, :] - zf[None, :, :]) ** 2, -1)
     d2_all = np.sum((z[:, None, :] - zf[None, :, :]) ** 2, -1)
-    params, alphas, chols = np.zeros((k, 3)), np.zeros((n, k)), []
+    params, alphas, chols, standard = np.zeros((k, 3)), np.zeros((n, k)), [], np.zeros((n, k))
     noise_var = np.zeros((n, k))
     held_residual, held_var = np.zeros(residual.shape), np.zeros(residual.shape)
     for j in range(k):
@@ -153,11 +183,28 @@ def fit_field(z: np.ndarray, residual: np.ndarray, raw_var: np.ndarray, noise: n
                                     0.0)
         held_residual[fitted, j] = alpha / np.diag(inverse)  # r_i - mean without i
         held_var[fitted, j] = np.maximum(1 / np.diag(inverse) - v, 0.0)
+        standard[:, j] = alpha / np.sqrt(np.diag(inverse))  # z of the left-out residual
         params[j], alphas[:, j], noise_var[:, j] = best, alpha, v
         chols.append(scipy.linalg.solve_triangular(chol, np.eye(n), lower=True))
     rng = np.random.default_rng(0)
     omega = rng.standard_normal((d, NUM_FEATURES))
     phase = rng.uniform(0.0, 2 * np.pi, NUM_FEATURES)
+    correlation = _correlation(standard)
     field = ResidualField(*(jnp.asarray(a, jnp.float32) for a in (
-        zf, params[:, 0], params[:, 1], np.stack(chols), alphas, noise_var, omega, phase)))
-    return field, held_residual, held_var
+        zf, params[:, 0], params[:, 1], np.stack(chols), alphas, noise_var, omega, phase,
+        correlation)))
+    signal = np.exp(params[:, 1])
+    mixing = signal[:, None] * correlation / signal[None, :]
+    return field, held_residual, held_var @ (mixing**2).T
+
+
+def _correlation(standard: np.ndarray) -> np.ndarray:
+    """The Cholesky factor of the statistics' correlation, from their left-out residuals'
+    z-scores (n, k): the field's error is shared as theirs is. (These include the targets'
+    noise and the weight draws' misfit: where those dominate, R tends to their correlation,
+    where the smooth error does, to its.)"""
+    gram = standard.T @ standard
+    sd = np.sqrt(np.maximum(np.diag(gram), 1e-300))
+    corr = gram / sd[:, None] / sd[None, :]
+    return np.linalg.cholesky(corr + CORRELATION_JITTER * np.eye(len(corr))) \
+        / np.sqrt(1 + CORRELATION_JITTER)

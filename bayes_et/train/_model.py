@@ -164,6 +164,14 @@ class TrainedET(eqx.Module):
         sd = self.local_scale(eta) * self.net.scaler.mu_scale
         return sd**2 * self.field.variance(self._standardised(eta))
 
+    def field_covariance(self, eta: Float[Array, " d"]) -> Float[Array, "k k"]:
+        """The field's posterior covariance of the statistics at one eta, scaled by the
+        local stage (targets' units; zero without a field)."""
+        if self.field is None:
+            return jnp.zeros((self.net.eta_dim, self.net.eta_dim))
+        sd = self.local_scale(eta) * self.net.scaler.mu_scale
+        return sd[:, None] * self.field.covariance(self._standardised(eta)) * sd[None, :]
+
     def local_scale(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
         """c(eta) of the local stage at one eta (ones without one)."""
         if self.local is None:

@@ -58,8 +58,7 @@ def predict(
     if not calibrated:
         return mean, cov
     m = jax.vmap(model.scale)(eta, jnp.diagonal(cov, axis1=1, axis2=2))
-    field_var = jax.vmap(model.field_variance)(eta)
-    cov = m[:, :, None] * cov * m[:, None, :] + jax.vmap(jnp.diag)(field_var)
+    cov = m[:, :, None] * cov * m[:, None, :] + jax.vmap(model.field_covariance)(eta)
     return mean + jax.vmap(model.correction)(eta), cov
 
 

@@ -128,7 +128,8 @@ def _template(hyperparams: dict, family: ExponentialFamily) -> TrainedET:
         model = eqx.tree_at(lambda m: m.local, model, local, is_leaf=lambda x: x is None)
     if hyperparams.get("residual_field_rows", 0):
         field = ResidualField.empty(hyperparams["residual_field_rows"], family.eta_dim,
-                                    family.eta_dim)
+                                    family.eta_dim,
+                                    hyperparams.get("residual_field_correlated", False))
         model = eqx.tree_at(lambda m: m.field, model, field, is_leaf=lambda x: x is None)
     return model
 
@@ -150,6 +151,8 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
         rows = hyperparams.get(key, 0)
         if type(rows) is not int or not 0 <= rows <= MAX_LOCAL:
             bad(key, f"an int in [0, {MAX_LOCAL}]")
+    if type(hyperparams.get("residual_field_correlated", False)) is not bool:
+        bad("residual_field_correlated", "true or false")
     family = family_from_record(hyperparams.get("family"), family, f"{path}: family")
     if family.eta_dim != dim or hyperparams.get("stat_names") != list(family.flat_names):
         bad("stat_names", f"{list(family.flat_names)} (eta_dim {family.eta_dim}) of "
@@ -392,6 +395,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         "data": source, "data_method": dataset.metadata.get("method"),
         "local_calibration_rows": 0 if model.local is None else len(model.local.eta),
         "residual_field_rows": 0 if model.field is None else len(model.field.z),
+        "residual_field_correlated": getattr(model.field, "correlation", None) is not None,
     }
     save_model(folder / "model.eqx", model, **hyperparams)
     if added is not None:
@@ -410,7 +414,10 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
             "local_bandwidth": None if model.local is None
             else np.exp(np.asarray(model.local.log_bandwidth, np.float64)).tolist(),
             "field_lengthscale": None if model.field is None
-            else np.exp(np.asarray(model.field.log_lengthscale, np.float64)).tolist()},
+            else np.exp(np.asarray(model.field.log_lengthscale, np.float64)).tolist(),
+            "field_correlation": None if getattr(model.field, "correlation", None) is None
+            else np.asarray(model.field.correlation @ model.field.correlation.T,
+                            np.float64).tolist()},
         "validation_mean_z2": float(np.mean(val_z2)),
         "validation_coverage_90": float(np.mean(val_z2 <= Z2_LEVEL)),
         "test": test,
