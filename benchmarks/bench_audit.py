@@ -3,6 +3,7 @@
     python benchmarks/bench_audit.py [--quick] [--datasets 50] [--audit-datasets 20]
                                      [--audit-seeds 10] [--audit-first 0]
                                      [--archs mlp,convex_potential,...]
+                                     [--epochs-factor 1]  (train F x longer)
                                      [--keep]  (keep the other networks' results; with
                                      --datasets 0 or --audit-datasets 0, keep that part)
 
@@ -82,19 +83,24 @@ def data_config(real: dict, exposure_range) -> Path:
     return DATA
 
 
-def trained(arch: str, quick: bool) -> Path:
-    out = WORK / (f"{arch}-quick" if quick else arch)
+def trained(arch: str, quick: bool, factor: int = 1) -> Path:
+    """The network `arch` trained (once), its stages' epochs and patience times `factor`."""
+    out = WORK / (f"{arch}-quick" if quick else label(arch, factor))
     if (out / "metrics.json").exists():  # written last: a finished run
         return out
     base = "mlp" if arch == "poor" else arch
     config = yaml.safe_load((ROOT / "configs" / "train" / f"{base}.yaml").read_text())
     shrink = 20 if arch == "poor" else (4 if quick else 1)
-    config["stages"] = [{**s, "epochs": max(2, s["epochs"] // shrink),
-                         "patience": max(2, s["patience"] // shrink)}
+    config["stages"] = [{**s, "epochs": max(2, s["epochs"] * factor // shrink),
+                         "patience": max(2, s["patience"] * factor // shrink)}
                         for s in config["stages"]]
     config["data"] = str(DATA)
     train_run(config, out=out)
     return out
+
+
+def label(arch: str, factor: int) -> str:
+    return arch if factor == 1 else f"{arch}-epochs{factor}"
 
 
 def simulated(n: int, seed: int, exposure_range=None, exposure=None) -> dict:
@@ -137,6 +143,9 @@ def band(run: Path, num: int, exposure: np.ndarray) -> dict:
                           learned.draws["mean_stats"]["tau"][:, 1]], 1)
         lo, hi = np.quantile(draws, (0.05, 0.95), axis=0)
         inside.append((lo <= truth) & (truth <= hi))
+        print(f"  band data set {seed}: network off by "
+              f"{np.abs(quantities(learned.mean_stats) - truth) / sd} sd, half-width "
+              f"{(hi - lo) / 2 / sd} sd, covers {inside[-1]}", flush=True)
         widths.append((hi - lo) / 2 / sd)
         # the linear-response band of eta; E[mu], E[tau] by the closed forms at each draw
         response = learned.draws["eta_linear_response"]
@@ -223,6 +232,9 @@ def main() -> None:
     parser.add_argument("--audit-first", type=int, default=0,
                         help="the first audit data set (its seed is 5000 + this)")
     parser.add_argument("--archs", default="mlp,convex_potential,geometric_flow,poor")
+    parser.add_argument("--epochs-factor", type=int, default=1,
+                        help="train with each stage's epochs and patience times this "
+                             "(results under ARCH-epochsF)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the other networks' results in results/audit.json")
     args = parser.parse_args()
@@ -235,19 +247,21 @@ def main() -> None:
             "networks"]
     result, began = {"solver": SOLVER, "num_draws": NUM_DRAWS, "networks": kept}, time.time()
     for arch in args.archs.split(","):
-        run = trained(arch, args.quick)
+        run = trained(arch, args.quick, args.epochs_factor)
+        name = label(arch, args.epochs_factor)
         metrics = json.loads((run / "metrics.json").read_text())
         print(f"{arch}: trained in {metrics['training_seconds']:.0f} s, held-out 90% coverage "
               f"{metrics['test']['coverage']['0.9']:.3f}", flush=True)
-        result["networks"][arch] = {
+        result["networks"][name] = {
             "run": str(run.relative_to(ROOT)), "training_seconds": metrics["training_seconds"],
             "epochs": metrics["epochs"], "max_nrmse": max(metrics["test"]["nrmse"].values()),
             "held_out_coverage_90": metrics["test"]["coverage"]["0.9"],
+            "epochs_factor": args.epochs_factor,
             "band": (None if arch == "poor" else band(run, args.datasets, real["exposure"])
-                     if args.datasets else kept.get(arch, {}).get("band")),
+                     if args.datasets else kept.get(name, {}).get("band")),
             "audit": (audits(run, args.audit_datasets, args.audit_seeds, exposure_range,
                              args.audit_first)
-                      if args.audit_datasets else kept.get(arch, {}).get("audit"))}
+                      if args.audit_datasets else kept.get(name, {}).get("audit"))}
         result["seconds_total"] = time.time() - began
         print("saved", save("audit", result), flush=True)
 

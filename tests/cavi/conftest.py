@@ -1,5 +1,8 @@
-"""Small networks trained by `bayes-et train` on generated data, once per test session."""
+"""Small networks trained by `bayes-et train` on generated data, once per test session
+(shared by its xdist workers)."""
 
+import fcntl
+import os
 from pathlib import Path
 
 import pytest
@@ -27,23 +30,34 @@ DATA = {
 
 class _Runs(dict):
     """name -> run folder of a small mlp trained MAP-then-VI on DATA[name], trained when a
-    test first asks for it (a worker that runs no quartic test trains no quartic network)."""
+    test first asks for it (a session that runs no quartic test trains no quartic network),
+    by one worker while the others wait on its lock."""
 
     def __init__(self, root: Path):
         super().__init__()
         self.root = root
-        (root / "train.yaml").write_text(yaml.safe_dump(TRAIN))
 
     def __missing__(self, name: str) -> Path:
         data_cfg, out = self.root / f"{name}.yaml", self.root / name
-        data_cfg.write_text(yaml.safe_dump(DATA[name]))
-        assert cli.main(["train", str(self.root / "train.yaml"), "--data", str(data_cfg),
-                         "--out", str(out)]) == 0
+        with open(self.root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out / "metrics.json").exists():  # written last: a finished run
+                train_cfg = self.root / f"{name}-train.yaml"
+                train_cfg.write_text(yaml.safe_dump(TRAIN))
+                data_cfg.write_text(yaml.safe_dump(DATA[name]))
+                assert cli.main(["train", str(train_cfg), "--data", str(data_cfg),
+                                 "--out", str(out), "--force"]) == 0
         self[name] = out
         return out
 
 
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory) -> dict[str, Path]:
-    """name -> run folder of a small mlp trained on DATA[name] (on first use)."""
-    return _Runs(tmp_path_factory.mktemp("cavi_runs"))
+    """name -> run folder of a small mlp trained on DATA[name] (on first use; one folder
+    for all the session's workers)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's
+    root = root / "cavi_runs"
+    root.mkdir(exist_ok=True)
+    return _Runs(root)
