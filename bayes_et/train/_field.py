@@ -74,11 +74,10 @@ class ResidualField(eqx.Module):
         return jnp.maximum(jnp.exp(2 * self.log_signal) - jnp.sum(solved**2, 0), 0.0)
 
     def _mixing(self) -> Float[Array, "k k"] | None:
-        """A = diag(s) C diag(1/s): the deviation of a draw is A times the statistics' own."""
+        """A draw's deviation is this times the statistics' own (None: independent)."""
         if self.correlation is None:
             return None
-        signal = jnp.exp(self.log_signal)
-        return signal[:, None] * self.correlation / signal[None, :]
+        return _mixing(jnp.exp(self.log_signal), self.correlation)
 
     def variance(self, z: Float[Array, " d"]) -> Float[Array, " k"]:
         """The posterior variance at one standardised eta (k,)."""
@@ -193,9 +192,13 @@ def fit_field(z: np.ndarray, residual: np.ndarray, raw_var: np.ndarray, noise: n
     field = ResidualField(*(jnp.asarray(a, jnp.float32) for a in (
         zf, params[:, 0], params[:, 1], np.stack(chols), alphas, noise_var, omega, phase,
         correlation)))
-    signal = np.exp(params[:, 1])
-    mixing = signal[:, None] * correlation / signal[None, :]
-    return field, held_residual, held_var @ (mixing**2).T
+    return field, held_residual, held_var @ (_mixing(np.exp(params[:, 1]), correlation)**2).T
+
+
+def _mixing(signal, correlation):
+    """A = diag(s) C diag(1/s) (numpy or jax arrays): the statistics' own deviations, each
+    in units of its prior sd s_j, mixed by the correlation's Cholesky factor C."""
+    return signal[:, None] * correlation / signal[None, :]
 
 
 def _correlation(standard: np.ndarray) -> np.ndarray:

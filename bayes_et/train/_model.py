@@ -156,14 +156,6 @@ class TrainedET(eqx.Module):
         return scaler.mu_scale[:, None] * self.field.gradient(self._standardised(eta)) \
             / scaler.eta_scale[None, :]
 
-    def field_variance(self, eta: Float[Array, " d"]) -> Float[Array, " k"]:
-        """The field's posterior variance at one eta, scaled by the local stage (targets'
-        units; zero without a field)."""
-        if self.field is None:
-            return jnp.zeros(self.net.eta_dim)
-        sd = self.local_scale(eta) * self.net.scaler.mu_scale
-        return sd**2 * self.field.variance(self._standardised(eta))
-
     def field_covariance(self, eta: Float[Array, " d"]) -> Float[Array, "k k"]:
         """The field's posterior covariance of the statistics at one eta, scaled by the
         local stage (targets' units; zero without a field)."""

@@ -415,7 +415,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
             else np.exp(np.asarray(model.local.log_bandwidth, np.float64)).tolist(),
             "field_lengthscale": None if model.field is None
             else np.exp(np.asarray(model.field.log_lengthscale, np.float64)).tolist(),
-            "field_correlation": None if getattr(model.field, "correlation", None) is None
+            "field_correlation": None if not hyperparams["residual_field_correlated"]
             else np.asarray(model.field.correlation @ model.field.correlation.T,
                             np.float64).tolist()},
         "validation_mean_z2": float(np.mean(val_z2)),
