@@ -427,9 +427,15 @@ class NetworkMoments(MomentProvider):
             dev = self._deviations(eta, SCALE_DRAWS)
         return self.model.scale(eta, jnp.mean(dev**2, 0) + self.model.misfit_variance)
 
+    def _at(self, dtype) -> NetworkMoments:
+        """This provider with its arrays in `dtype`: the solver's float64 sees a map that is
+        smooth to float64 (float32 rounding would leave the sweeps cycling at ~1e-5)."""
+        return jax.tree_util.tree_map(
+            lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, self)
+
     def _one(self, eta, draw, full: bool):
-        """(answer, cov or None, spread flag) at one float32 eta: the model's answer, or that
-        of calibrated function draw `draw`."""
+        """(answer, cov or None, spread flag) at one eta: the model's answer, or that of
+        calibrated function draw `draw`."""
         value = self.model.answer(self.model.net, eta)
         if draw is None:
             answer = value + self.model.correction(eta)
@@ -450,8 +456,8 @@ class NetworkMoments(MomentProvider):
         return answer, cov, flag_where(wide, MomentFlag.WIDE_PREDICTIVE_SPREAD)
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
-        value, cov, spread = _block_map(lambda e: self._one(e, draw, full),
-                                        eta.astype(jnp.float32))
+        at = self._at(eta.dtype)
+        value, cov, spread = _block_map(lambda e: at._one(e, draw, full), eta)
         outside = jnp.any((eta < self.eta_min) | (eta > self.eta_max), axis=-1)
         flags = (flag_where(outside, MomentFlag.OUTSIDE_TRAINING_REGION) | spread
                  | _nonfinite(value))
@@ -464,23 +470,25 @@ class NetworkMoments(MomentProvider):
         included), or by central differences where the network has no forward mode."""
         if not self.model.net.forward_mode:
             return super().jacobian(eta, key)
-        model = self.model
+        model = self._at(eta.dtype).model
         one = lambda e: jax.jacfwd(lambda x: model.answer(model.net, x))(e) \
             + model.correction_jacobian(e)
-        return _block_map(one, eta.astype(jnp.float32)).astype(eta.dtype)
+        return _block_map(one, eta)
 
     def log_partition(self, eta, draw):
         if not self.model.net.has_log_partition:
             return None
 
+        at = self._at(eta.dtype)
+
         def one(e):
-            point = self.model.net.log_partition(e)
+            point = at.model.net.log_partition(e)
             if draw is None:
                 return point
-            scale = jnp.exp(jnp.mean(jnp.log(self._scale(e))))  # one scale for the scalar A
-            return point + scale * (self._net(draw).log_partition(e) - point)
+            scale = jnp.exp(jnp.mean(jnp.log(at._scale(e))))  # one scale for the scalar A
+            return point + scale * (at._net(draw).log_partition(e) - point)
 
-        return _block_map(one, eta.astype(jnp.float32)).astype(eta.dtype)
+        return _block_map(one, eta)
 
 
 class SamplingMoments(MomentProvider):

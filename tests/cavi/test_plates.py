@@ -182,6 +182,19 @@ def test_a_run_loads_and_answers_inside_enable_x64(trained_runs):
     assert np.all(np.isfinite(mean)) and cov.shape == (1, 2, 2)
 
 
+def test_the_network_is_smooth_to_float64_inside_the_solver(trained_runs):
+    """A step far below float32's resolution moves the answer by its slope: rounding eta or
+    the weights to float32 would leave it unmoved (and the sweeps cycling near 1e-5)."""
+    network = NetworkMoments(trained_runs["gamma"])
+    with jax.enable_x64(True):
+        eta = jnp.array([[10.5, -12.0]])
+        step = jnp.array([[1e-9 * 10.5, 0.0]])
+        (low, _), (high, _) = (network(e) for e in (eta - step, eta + step))
+        slope = network.jacobian(eta, None)[0, :, 0]
+    assert low.dtype == np.float64
+    np.testing.assert_allclose((high - low)[0] / (2 * step[0, 0]), slope, rtol=1e-4)
+
+
 @pytest.mark.parametrize("x64", [False, True])
 def test_sampling_provider_runs_in_cavi_with_x64_on_and_off(x64):
     x = examples.simulate(20, 1.0, 1.0, 0)
