@@ -60,6 +60,9 @@ MAX_HALVINGS = 30
 EXTRAPOLATE_BELOW = 0.5  # the residual under which SQUAREM extrapolates: far from the fixed
 # point the sweeps' path is not yet linear, and a jump there lands where q is wide (costly)
 _SOLVER = SolverSettings()  # the defaults
+STALL_SWEEPS = 10  # sweeps without the residual falling below PROGRESS x its best: a stall
+PROGRESS = 0.99
+MAX_DAMPING = 0.9375  # a stall halves the step taken, down to 1/16 of the update
 MAX_FALLBACK_ROUNDS = 4
 MAX_SWITCHES = 2  # a member whose answer switched network <-> fallback this often keeps the
 # fallback for the rest of the solve: at a region's edge it would flip forever
@@ -209,8 +212,9 @@ class LoopSettings(NamedTuple):
 class SolverState(NamedTuple):
     """The loop's state: sweeps done, per factor eta, mean statistics, flag bits, the last
     sweep's fixed-point residual (largest, and per factor), log-partition changes since
-    the start, the ELBO and residual traces, the box of eta visited and the fallback
-    switches per member."""
+    the start, the ELBO and residual traces, the box of eta visited, the fallback
+    switches per member, and the stall guard: the damping now, the best residual and the
+    sweeps since it last fell."""
 
     sweeps: Array
     etas: tuple
@@ -223,6 +227,23 @@ class SolverState(NamedTuple):
     deltas: Array
     box: tuple
     switches: tuple
+    damping: Array
+    best: Array
+    stalled: Array
+
+
+def _stall_guard(before: SolverState, after: SolverState) -> SolverState:
+    """Halve the step taken (damping towards MAX_DAMPING) once the residual has not fallen
+    below PROGRESS x its best for STALL_SWEEPS sweeps: the sweeps of a map whose fixed point
+    repels them (an eigenvalue below -1, as some function draws of an ODE network give)
+    settle into a cycle that a smaller step turns into a contraction."""
+    fell = after.change < PROGRESS * before.best
+    stalled = jnp.where(fell, 0, before.stalled + after.sweeps - before.sweeps)
+    stall = stalled >= STALL_SWEEPS
+    damping = jnp.where(stall, jnp.minimum(1 - (1 - before.damping) / 2, MAX_DAMPING),
+                        before.damping)
+    return after._replace(damping=damping, stalled=jnp.where(stall, 0, stalled),
+                          best=jnp.where(fell | stall, after.change, before.best))
 
 
 def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key,
@@ -268,7 +289,9 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key,
     state0 = SolverState(jnp.int32(0), tuple(start), means0, tuple(m.flags for m in first),
                          jnp.asarray(jnp.inf, dtype), jnp.full(n, jnp.inf, dtype), log_z0,
                          trace.at[0].set(elbo(start, means0, log_z0)), trace[1:], box0,
-                         tuple(jnp.zeros(len(e), jnp.int32) for e in start))
+                         tuple(jnp.zeros(len(e), jnp.int32) for e in start),
+                         jnp.asarray(damping, dtype), jnp.asarray(jnp.inf, dtype),
+                         jnp.int32(0))
 
     def update(state: SolverState, factors, salt0: int = 0) -> SolverState:
         """The factors' updates in turn (Gauss-Seidel), with each one's fixed-point
@@ -280,8 +303,8 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key,
         for i in factors:
             family = model.families[i]
             target = model.target(i, tuple(means))
-            new, bits = jax.vmap(lambda o, t, f=family: _shortened_step(f, o, t, damping))(
-                etas[i], target)
+            new, bits = jax.vmap(lambda o, t, f=family: _shortened_step(
+                f, o, t, state.damping))(etas[i], target)
             salt = (it + 1) * 2 * n + i + salt0
             moments = evaluate(i, new, salt, force[i] | (switches[i] >= MAX_SWITCHES))
             switches[i] = switches[i] + (_by_fallback(moments.flags)
@@ -368,9 +391,10 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key,
 
     def step(state: SolverState) -> SolverState:
         if not accelerate:
-            return sweep(state)
-        return jax.lax.cond((state.sweeps + 3 <= max_iter) & (state.change < EXTRAPOLATE_BELOW),
-                            cycle, sweep, state)
+            return _stall_guard(state, sweep(state))
+        return _stall_guard(state, jax.lax.cond(
+            (state.sweeps + 3 <= max_iter) & (state.change < EXTRAPOLATE_BELOW), cycle, sweep,
+            state))
 
     # accelerated, the factors before the lead are updated once first: the sequence of
     # updates is the plain sweeps', only cut elsewhere
@@ -550,7 +574,8 @@ def run_cavi(model: CAVIModel | Model, providers: dict[str, MomentProvider] | No
     providers: factor name -> MomentProvider (default: ExactMoments of the factor's
     family). Each sweep updates the factors in model order, a plate with one batched
     provider call; an update that leaves the natural-parameter space is halved (per member)
-    until valid. `damping` in [0, 1) keeps that share of the old eta. Stops when the largest
+    until valid. `damping` in [0, 1) keeps that share of the old eta (raised, the step halved, after
+    STALL_SWEEPS sweeps in which the residual did not fall). Stops when the largest
     relative change of eta is <= tol (converged unless an update was rejected: no valid step
     found). `accelerate`: SQUAREM cycles once the residual is below EXTRAPOLATE_BELOW (two
     sweeps, an extrapolation of every factor but the largest, a sweep from it, kept only
