@@ -1,7 +1,7 @@
 """Error bars that hold, on the Poisson log-normal plate: the network's band and the audit.
 
     python benchmarks/bench_audit.py [--quick] [--datasets 50] [--audit-datasets 20]
-                                     [--audit-seeds 10] [--audit-first 0]
+                                     [--audit-seeds 10] [--audit-first 0] [--band-first 0]
                                      [--archs mlp,convex_potential,...]
                                      [--epochs-factor 1]  (train F x longer)
                                      [--keep]  (keep the other networks' results; with
@@ -17,7 +17,8 @@ Needs the bench extra (statsmodels: the cancer exposures).
    visits (runs/bench_plates/data-z.yaml, as bench_plates makes it; cached in
    runs/bench_audit/).
 2. The network's band alone (not for `poor`): over `--datasets` data sets simulated on the
-   cancer exposures (N = 301; seeds 2000, 2001, ...), whether the 90% band of 32 function
+   cancer exposures (N = 301; seeds 2000 + band-first, ...; a band from another first seed
+   is kept beside the others as band_SEED), whether the 90% band of 32 function
    draws (and the linear-response band of the same draws) contains the exact E[mu] and
    E[tau], its median half-width in posterior sd, and the two bands' agreement.
 3. The audit: `--audit-datasets` data sets simulated at N = 10^4 (exposures log-uniform over
@@ -127,9 +128,9 @@ def network(run: Path) -> dict:
     return {"z": WithFallback(NetworkMoments(run), GH)}
 
 
-def band(run: Path, num: int, exposure: np.ndarray) -> dict:
+def band(run: Path, num: int, exposure: np.ndarray, first: int = 0) -> dict:
     inside, inside_lr, widths, agreement, seconds, converged = [], [], [], [], [], 0
-    for seed in range(2000, 2000 + num):
+    for seed in range(2000 + first, 2000 + first + num):
         data = simulated(len(exposure), seed, exposure=exposure)
         model = examples.poisson_lognormal(data["counts"], data["exposure"])
         began = time.perf_counter()
@@ -156,7 +157,8 @@ def band(run: Path, num: int, exposure: np.ndarray) -> dict:
         agreement.append(np.abs(np.array([lr_lo, lr_hi]) - np.array([lo, hi])).max(0)
                          / np.maximum(hi - lo, 1e-300))
     inside, inside_lr = np.asarray(inside), np.asarray(inside_lr)
-    out = {"num_datasets": num, "n": len(exposure), "coverage": {
+    out = {"num_datasets": num, "first_dataset_seed": 2000 + first, "n": len(exposure),
+           "coverage": {
         "E[mu]": float(inside[:, 0].mean()), "E[tau]": float(inside[:, 1].mean()),
         "both": float(np.all(inside, 1).mean())},
         "coverage_linear_response": {"E[mu]": float(inside_lr[:, 0].mean()),
@@ -231,6 +233,8 @@ def main() -> None:
     parser.add_argument("--audit-seeds", type=int, default=10)
     parser.add_argument("--audit-first", type=int, default=0,
                         help="the first audit data set (its seed is 5000 + this)")
+    parser.add_argument("--band-first", type=int, default=0,
+                        help="the first band data set (its seed is 2000 + this)")
     parser.add_argument("--archs", default="mlp,convex_potential,geometric_flow,poor")
     parser.add_argument("--epochs-factor", type=int, default=1,
                         help="train with each stage's epochs and patience times this "
@@ -252,13 +256,16 @@ def main() -> None:
         metrics = json.loads((run / "metrics.json").read_text())
         print(f"{arch}: trained in {metrics['training_seconds']:.0f} s, held-out 90% coverage "
               f"{metrics['test']['coverage']['0.9']:.3f}", flush=True)
+        band_key = "band" if args.band_first == 0 else f"band_{2000 + args.band_first}"
         result["networks"][name] = {
-            "run": str(run.relative_to(ROOT)), "training_seconds": metrics["training_seconds"],
+            **kept.get(name, {}), "run": str(run.relative_to(ROOT)),
+            "training_seconds": metrics["training_seconds"],
             "epochs": metrics["epochs"], "max_nrmse": max(metrics["test"]["nrmse"].values()),
             "held_out_coverage_90": metrics["test"]["coverage"]["0.9"],
             "epochs_factor": args.epochs_factor,
-            "band": (None if arch == "poor" else band(run, args.datasets, real["exposure"])
-                     if args.datasets else kept.get(name, {}).get("band")),
+            band_key: (None if arch == "poor" else band(run, args.datasets, real["exposure"],
+                                                        args.band_first)
+                       if args.datasets else kept.get(name, {}).get(band_key)),
             "audit": (audits(run, args.audit_datasets, args.audit_seeds, exposure_range,
                              args.audit_first)
                       if args.audit_datasets else kept.get(name, {}).get("audit"))}

@@ -300,9 +300,11 @@ def _audit(data: dict) -> list[str]:
     widths = lambda d: f"{d['E[mu]']:.2f}, {d['E[tau]']:.2f}"
     bands, audits = [], []
     for name, net in data["networks"].items():
-        b, a = net.get("band"), net.get("audit")
-        if b:
-            bands.append([name, b["num_datasets"], pair(b["coverage"]),
+        a = net.get("audit")
+        for b in (net[k] for k in net if k.startswith("band") and net[k]):
+            first = b.get("first_dataset_seed", 2000)
+            seeds = f"{first}-{first + b['num_datasets'] - 1}"
+            bands.append([name, f"{b['num_datasets']} ({seeds})", pair(b["coverage"]),
                           pair(b["coverage_linear_response"]),
                           widths(b["median_half_width_over_sd"]),
                           b["seconds_per_dataset_with_draws"], b["draws_converged"]])
