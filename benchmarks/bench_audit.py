@@ -257,18 +257,18 @@ def main() -> None:
         print(f"{arch}: trained in {metrics['training_seconds']:.0f} s, held-out 90% coverage "
               f"{metrics['test']['coverage']['0.9']:.3f}", flush=True)
         band_key = "band" if args.band_first == 0 else f"band_{2000 + args.band_first}"
-        result["networks"][name] = {
+        entry = result["networks"][name] = {  # what this run measures replaces what is kept
             **kept.get(name, {}), "run": str(run.relative_to(ROOT)),
             "training_seconds": metrics["training_seconds"],
             "epochs": metrics["epochs"], "max_nrmse": max(metrics["test"]["nrmse"].values()),
             "held_out_coverage_90": metrics["test"]["coverage"]["0.9"],
-            "epochs_factor": args.epochs_factor,
-            band_key: (None if arch == "poor" else band(run, args.datasets, real["exposure"],
-                                                        args.band_first)
-                       if args.datasets else kept.get(name, {}).get(band_key)),
-            "audit": (audits(run, args.audit_datasets, args.audit_seeds, exposure_range,
-                             args.audit_first)
-                      if args.audit_datasets else kept.get(name, {}).get("audit"))}
+            "epochs_factor": args.epochs_factor}
+        if args.datasets:
+            entry[band_key] = None if arch == "poor" else band(
+                run, args.datasets, real["exposure"], args.band_first)
+        if args.audit_datasets:
+            entry["audit"] = audits(run, args.audit_datasets, args.audit_seeds,
+                                    exposure_range, args.audit_first)
         result["seconds_total"] = time.time() - began
         print("saved", save("audit", result), flush=True)
 
