@@ -17,9 +17,6 @@ class DeterministicParameter(AbstractParameter):
     width_field: ClassVar[str | None] = None
     mean: Array
 
-    def sample(self, key):
-        return self.mean
-
     def entropy(self):
         return jnp.zeros((), jnp.result_type(self.mean))
 

@@ -16,6 +16,7 @@ class GaussianParameter(AbstractParameter):
     """q(w) = N(mean, stdv^2) elementwise, stdv = softplus(raw_stdv) + floor."""
 
     width_field: ClassVar[str | None] = 'raw_stdv'
+    noise: ClassVar = staticmethod(jax.random.normal)
     mean: Array
     raw_stdv: Array
 
@@ -28,10 +29,6 @@ class GaussianParameter(AbstractParameter):
     def width(self) -> Array:
         """The standard deviation (shape of the mean)."""
         return self.stdv
-
-    def sample(self, key):
-        noise = jax.random.normal(key, self.shape, jnp.result_type(self.mean))
-        return self.mean + self.stdv * noise
 
     def entropy(self):
         return jnp.sum(0.5 * math.log(2 * math.pi * math.e) + jnp.log(self.stdv))

@@ -15,6 +15,7 @@ class LaplacianParameter(AbstractParameter):
     """q(w) = Laplace(mean, scale) elementwise, scale = softplus(raw_scale) + floor."""
 
     width_field: ClassVar[str | None] = 'raw_scale'
+    noise: ClassVar = staticmethod(jax.random.laplace)
     mean: Array
     raw_scale: Array
 
@@ -27,11 +28,6 @@ class LaplacianParameter(AbstractParameter):
     def width(self) -> Array:
         """The Laplace scale (shape of the mean)."""
         return self.scale
-
-    def sample(self, key):
-        return self.mean + self.scale * jax.random.laplace(
-            key, self.shape, jnp.result_type(self.mean)
-        )
 
     def entropy(self):
         return jnp.sum(1.0 + jnp.log(2 * self.scale))

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._base import AbstractParameter, AbstractPrior
@@ -112,15 +113,26 @@ def unfreeze_all(dynamic: PyTree, static: PyTree) -> PyTree:
 def sample_all_parameters(model: PyTree, key: PRNGKeyArray) -> PyTree:
     """A copy of `model` whose parameters hold one draw each (as DeterministicParameter).
 
-    Each parameter gets its own key; `jax.vmap` over keys gives a batch of models.
+    The parameters of one kind (and dtype) share one draw of their standard noise, split
+    among them (one random call per kind: the program compiles several times faster than
+    with a call per parameter); `jax.vmap` over keys gives a batch of models.
     """
-    params = _parameters_with_paths(model)
-    keys = iter(jax.random.split(key, max(len(params), 1)))
-    return jax.tree_util.tree_map(
-        lambda n: DeterministicParameter(n.sample(next(keys))) if is_parameter(n) else n,
-        model,
-        is_leaf=is_parameter,
-    )
+    leaves, treedef = jax.tree_util.tree_flatten(model, is_leaf=is_parameter)
+    groups: dict[tuple, list[int]] = {}
+    for i, leaf in enumerate(leaves):
+        if is_parameter(leaf) and leaf.noise is not None:
+            groups.setdefault((leaf.noise, jnp.result_type(leaf.mean)), []).append(i)
+    drawn = {}
+    for g, ((noise, dtype), members) in enumerate(groups.items()):
+        sizes = [leaves[i].mean.size for i in members]
+        flat = noise(jax.random.fold_in(key, g), (sum(sizes),), dtype)
+        for i, chunk in zip(members, jnp.split(flat, np.cumsum(sizes)[:-1]), strict=True):
+            drawn[i] = leaves[i].at_noise(chunk.reshape(leaves[i].shape))
+    own = jax.random.fold_in(key, len(groups))  # a kind without standard noise samples itself
+    return jax.tree_util.tree_unflatten(treedef, [
+        DeterministicParameter(drawn[i] if i in drawn else
+                               leaf.sample(jax.random.fold_in(own, i)))
+        if is_parameter(leaf) else leaf for i, leaf in enumerate(leaves)])
 
 
 def _sum_over(model: PyTree, kinds: tuple[type, ...], fn) -> Float[Array, ""]:

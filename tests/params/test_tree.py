@@ -110,6 +110,30 @@ def test_sample_all_parameters_vmap_and_single_trace():
     assert len(traces) == 1
 
 
+def test_sample_all_parameters_draws_each_parameter_from_its_own_law():
+    """One noise call per kind, split among the parameters: each parameter's draws have its
+    own mean and width (Gaussian sd, Laplace scale: var 2 b^2), two parameters' draws are
+    uncorrelated, a point mass stays put. Tolerances: 4 Monte-Carlo standard errors."""
+    model = Nested(jax.random.key(0))
+    num = 4000
+    keys = jax.random.split(jax.random.key(3), num)
+    draws = jax.vmap(lambda k: bp.get_parameters(bp.sample_all_parameters(model, k)))(keys)
+    for name, p in bp.get_parameters(model).items():
+        x = np.asarray(draws[name].mean, np.float64)
+        mean, width = np.asarray(p.mean), np.asarray(p.width)
+        if isinstance(p, bp.DeterministicParameter):
+            assert np.array_equal(x, np.broadcast_to(mean, x.shape)), name
+            continue
+        sd = width * (np.sqrt(2) if isinstance(p, bp.LaplacianParameter) else 1.0)
+        assert np.all(np.abs(x.mean(0) - mean) < 4 * sd / np.sqrt(num)), name
+        kurtosis = 6.0 if isinstance(p, bp.LaplacianParameter) else 3.0
+        var_se = np.sqrt((kurtosis - 1) / num)  # of the sample variance over the true one
+        assert np.all(np.abs(x.std(0) / sd - 1) < 4 * var_se / 2), name
+    first, second = (np.asarray(draws[n].mean) for n in ("table['a']", "stack[0]"))
+    z = lambda a: (a - a.mean(0)) / a.std(0)
+    assert np.all(np.abs((z(first).T @ z(second)) / num) < 4 / np.sqrt(num))
+
+
 def test_counts_flattening_and_groups():
     model = Nested(jax.random.key(0))
     assert bp.get_parameter_count(model) == {"total": 21, "bayesian": 18, "deterministic": 3}
