@@ -363,44 +363,49 @@ def _solve(model: CAVIModel, providers, start, log_z0, force, draw, key,
         return s2._replace(etas=tuple(etas), means=tuple(means), flags=tuple(flags),
                            log_z=tuple(log_z), box=tuple(box))
 
-    def cycle(s0: SolverState) -> SolverState:
-        """Two sweeps, the extrapolation and a sweep from it, kept if it did no worse than
-        the plain sweeps (ELBO when tracked, else the fixed-point residual); a cycle that
-        converges on the way stops there."""
-        s1 = sweep(s0)
+    def judge(s2: SolverState, s3: SolverState) -> SolverState:
+        """The sweep from the extrapolation, kept if it did no worse than the plain sweeps
+        (ELBO when tracked, else the fixed-point residual); kept or not, three sweeps were
+        spent: a rejected cycle records x2 again."""
+        # the lead factor is not judged: at the jump it was left stale on purpose
+        rest = lambda s: jnp.max(s.changes[jnp.asarray(order[1:])])
+        better = (s3.elbos[s3.sweeps] >= s2.elbos[s2.sweeps] - 1e-9 * jnp.abs(
+            s2.elbos[s2.sweeps])) if track_elbo else rest(s3) <= rest(s2)
+        better = better & jnp.isfinite(s3.change)
+        kept = s2._replace(sweeps=s3.sweeps,
+                           elbos=s3.elbos.at[s3.sweeps].set(s2.elbos[s2.sweeps]),
+                           deltas=s3.deltas.at[s2.sweeps].set(s2.change))
+        return _where(better, s3, kept)
 
-        def on(s1):
-            s2 = sweep(s1)
-
-            def extrapolate(s2):
-                s3 = sweep(jump(s0, s1, s2))
-                # the lead factor is not judged: at the jump it was left stale on purpose
-                rest = lambda s: jnp.max(s.changes[jnp.asarray(order[1:])])
-                better = (s3.elbos[s3.sweeps] >= s2.elbos[s2.sweeps] - 1e-9 * jnp.abs(
-                    s2.elbos[s2.sweeps])) if track_elbo else rest(s3) <= rest(s2)
-                better = better & jnp.isfinite(s3.change)
-                # kept or not, three sweeps were spent: a rejected cycle records x2 again
-                kept = s2._replace(sweeps=s3.sweeps,
-                                   elbos=s3.elbos.at[s3.sweeps].set(s2.elbos[s2.sweeps]),
-                                   deltas=s3.deltas.at[s2.sweeps].set(s2.change))
-                return jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), s3, kept)
-
-            return jax.lax.cond(s2.change > tol, extrapolate, lambda s: s, s2)
-
-        return jax.lax.cond(s1.change > tol, on, lambda s: s, s1)
-
-    def step(state: SolverState) -> SolverState:
+    def step(carry):
+        """One sweep. Accelerated, a SQUAREM cycle is three of them (phase 0: x1 from x0,
+        phase 1: x2, phase 2: the sweep from the extrapolation, then judged), so the
+        compiled loop holds one sweep, not four (the providers' evaluations dominate its
+        compile time); a cycle that converges on the way stops there. The stall guard
+        acts at the end of a plain sweep or a cycle."""
+        state, phase, s0, s1 = carry
         if not accelerate:
-            return _stall_guard(state, sweep(state))
-        return _stall_guard(state, jax.lax.cond(
-            (state.sweeps + 3 <= max_iter) & (state.change < EXTRAPOLATE_BELOW), cycle, sweep,
-            state))
+            return _stall_guard(state, sweep(state)), phase, s0, s1
+        extrapolated = phase == 2
+        out = sweep(jax.lax.cond(extrapolated, lambda s: jump(s0, s1, s), lambda s: s, state))
+        out = _where(extrapolated, judge(state, out), out)
+        begin = (phase == 0) & (state.sweeps + 3 <= max_iter) & (
+            state.change < EXTRAPOLATE_BELOW)
+        before = _where(phase == 0, state, s0)
+        phase = jnp.where(begin | (phase == 1), phase + 1, 0)
+        out = _where((phase == 0) | (out.change <= tol), _stall_guard(before, out), out)
+        return out, phase, _where(begin, state, s0), _where(begin, out, s1)
 
     # accelerated, the factors before the lead are updated once first: the sequence of
     # updates is the plain sweeps', only cut elsewhere
     state0 = update(state0, order[n - lead:], salt0=4 * n * (max_iter + 1))
-    return jax.lax.while_loop(lambda s: (s.sweeps < max_iter) & (s.change > tol), step,
-                              state0)
+    return jax.lax.while_loop(lambda c: (c[0].sweeps < max_iter) & (c[0].change > tol), step,
+                              (state0, jnp.int32(0), state0, state0))[0]
+
+
+def _where(condition, a, b):
+    """a where `condition` (a scalar) holds, else b, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
 
 
 def _by_fallback(flags):
@@ -662,7 +667,7 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
             began = time.perf_counter()
             batch = jax.block_until_ready(_solve_jit(
                 model, provider_tuple, etas, log_z, force, key, jnp.arange(num_draws),
-                settings, False))
+                settings._replace(track_elbo=False), False))
             single = lambda n, a: a[:, 0] if model.sizes[model.names.index(n)] is None else a
             draws = {
                 "eta": {n: single(n, np.asarray(e))
