@@ -173,10 +173,13 @@ def _targets(model: CAVIModel, means: tuple) -> tuple:
 
 
 @eqx.filter_jit
-def jacobians(providers: tuple[MomentProvider, ...], etas: tuple, key) -> tuple:
-    """d mean / d eta per member of every factor, as its provider answers (n_i, d_i, d_i)."""
-    return tuple(p.jacobian(e, jax.random.fold_in(key, i)).astype(e.dtype)
-                 for i, (p, e) in enumerate(zip(providers, etas, strict=True)))
+def jacobians(providers: tuple[MomentProvider, ...], etas: tuple, key,
+              force: tuple | None = None) -> tuple:
+    """d mean / d eta per member of every factor, as its provider answers (n_i, d_i, d_i);
+    `force`: per factor, the members the solve handed to a fallback."""
+    force = (None,) * len(etas) if force is None else force
+    return tuple(p.jacobian(e, jax.random.fold_in(key, i), force=f).astype(e.dtype)
+                 for i, (p, e, f) in enumerate(zip(providers, etas, force, strict=True)))
 
 
 @eqx.filter_jit
@@ -236,8 +239,8 @@ def _oracle_jacobian(oracle: MomentProvider, eta, key):
 
 
 @eqx.filter_jit
-def _answers(provider: MomentProvider, eta, key, full: bool):
-    return provider.evaluate(eta, None, key, full=full)
+def _answers(provider: MomentProvider, eta, key, full: bool, force=None):
+    return provider.evaluate(eta, None, key, full=full, force=force)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,10 +371,11 @@ def _answers_at(model, providers, oracles, etas, means, rows_of, key,
 
 def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], etas: tuple,
                       means: tuple, audit: Audit, key, solve: Callable[[tuple], tuple],
-                      tol: float) -> AuditResult:
+                      tol: float, force: tuple) -> AuditResult:
     """Audit the fixed point (etas, means) that `providers` reached (see the module doc).
-    `solve(providers, tol)` runs the solver from etas with other providers and returns its
-    (etas, means); `tol` is the solver's tolerance."""
+    `solve(providers, tol)` runs the solver from etas with other providers (and `force`)
+    and returns its (etas, means); `tol` is the solver's tolerance; `force`: per factor, the
+    members the solve handed to a fallback (the providers answer them so here too)."""
     began = time.perf_counter()
     names, start = model.names, etas
     oracles = {names.index(n): o for n, o in audit.oracles.items()}
@@ -395,7 +399,8 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
             method, solved = "census", ((swept, None, None), (swept_means, None, None))
         elif finite:
             etas = swept
-            means = tuple(_answers(providers[i], jnp.asarray(etas[i]), key, False).mean
+            means = tuple(_answers(providers[i], jnp.asarray(etas[i]), key, False,
+                                   force[i]).mean
                           if i in oracles else m for i, m in enumerate(swept_means))
             answers = _answers_at(model, providers, oracles, etas, means, rows_of, key,
                                   network=False)  # z^2: the network's at its fixed point
@@ -403,7 +408,8 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
         else:
             method = "newton (the rectified sweeps diverged)"
     if method != "census":
-        solved = _step_and_interval(model, providers, etas, means, list(oracles), answers,
+        solved = _step_and_interval(model, providers, etas, means, force, list(oracles),
+                                    answers,
                                     key, tol)
     (fixed, lo, hi), (mean, mean_lo, mean_hi) = (_floored(*part, tol) for part in solved)
     bad = [names[i] for i, f in enumerate(fixed) if not np.all(np.isfinite(f))]
@@ -421,7 +427,8 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
                        time.perf_counter() - began)
 
 
-def _step_and_interval(model, providers, etas, means, audited, answers, key, tol: float):
+def _step_and_interval(model, providers, etas, means, force, audited, answers, key,
+                       tol: float):
     """One Newton step from a fixed point with the estimated residual, and the delta
     method's 90% intervals: ((eta, lo, hi), (mean, lo, hi)), a tuple per factor each; the
     means move with the providers' Jacobians at the fixed point. An interval is never
@@ -433,7 +440,7 @@ def _step_and_interval(model, providers, etas, means, audited, answers, key, tol
     leftover = tuple(t - e for t, e in zip(_targets(model, means), etas, strict=True))
     columns = tuple(jnp.concatenate([r[None], u], 0) for r, u in zip(leftover, units,
                                                                      strict=True))
-    jac = list(jacobians(providers, etas, key))
+    jac = list(jacobians(providers, etas, key, force))
     for a in audited:  # the sweep's Jacobian rectified as its residual is: by the sample
         sample, _, _, truth_jac, _, _ = answers[a]
         if truth_jac is not None:
@@ -509,26 +516,27 @@ def _half_widths(response, parts, dof, known):
 
 
 def linear_response_draws(model: CAVIModel, providers: tuple[MomentProvider, ...],
-                          etas: tuple, means: tuple, num_draws: int, key) -> tuple:
+                          etas: tuple, means: tuple, force: tuple, num_draws: int, key
+                          ) -> tuple:
     """The fixed point under each of `num_draws` function draws, to first order: the draw's
     error at the fixed point, d mu_s = f_s(eta~) - f(eta~) for every provider with draws,
     pushed through (I - J)^-1 d target / d mu: one linear solve per draw. Per factor
-    (S, n_i, d_i)."""
+    (S, n_i, d_i). `force`: per factor, the members the solve handed to a fallback."""
     etas = tuple(jnp.asarray(e) for e in etas)
     means = tuple(jnp.asarray(m) for m in means)
-    jac = jacobians(providers, etas, key)
-    columns = _draw_columns(model, providers, etas, means, jnp.arange(num_draws), key)
+    jac = jacobians(providers, etas, key, force)
+    columns = _draw_columns(model, providers, etas, means, force, jnp.arange(num_draws), key)
     solved = solve_response(model, means, jac, columns)
     return tuple(np.asarray(e)[None] + np.asarray(x) for e, x in zip(etas, solved,
                                                                       strict=True))
 
 
 @eqx.filter_jit
-def _draw_columns(model, providers, etas, means, draws, key):
+def _draw_columns(model, providers, etas, means, force, draws, key):
     def one(draw):
         error = tuple(
-            (p.evaluate(e, draw, key).mean - m) if p.num_draws else jnp.zeros_like(m)
-            for p, e, m in zip(providers, etas, means, strict=True))
+            (p.evaluate(e, draw, key, force=f).mean - m) if p.num_draws else jnp.zeros_like(m)
+            for p, e, m, f in zip(providers, etas, means, force, strict=True))
         return jax.jvp(lambda m: _targets(model, m), (means,), (error,))[1]
 
     return jax.lax.map(one, draws)

@@ -126,18 +126,20 @@ class MomentProvider(eqx.Module):
         """A(eta) per row up to a constant, or None when unknown (the solver integrates mu)."""
         return None
 
-    def jacobian(self, eta: Float[Array, "n d"], key: PRNGKeyArray) -> Float[Array, "n d d"]:
+    def jacobian(self, eta: Float[Array, "n d"], key: PRNGKeyArray, *,
+                 force: Bool[Array, " n"] | None = None) -> Float[Array, "n d d"]:
         """d mean / d eta per row (traceable), by central differences of `evaluate` (steps
         FD_STEP (1 + |eta_k|)): any provider whose answer is smooth in eta, the ODE network
         included (it has neither forward mode nor reverse-over-reverse). Exact providers
-        override it with Cov[T], the exact Jacobian."""
+        override it with Cov[T], the exact Jacobian. `force`: rows a fallback answers, as
+        in `evaluate`."""
         d = eta.shape[-1]
         step = FD_STEP * (1.0 + jnp.abs(eta))  # (n, d)
 
         def column(k):
             shift = jnp.zeros_like(eta).at[:, k].set(step[:, k])
-            up = self.evaluate(eta + shift, None, key).mean
-            down = self.evaluate(eta - shift, None, key).mean
+            up = self.evaluate(eta + shift, None, key, force=force).mean
+            down = self.evaluate(eta - shift, None, key, force=force).mean
             return (up - down) / (2 * step[:, k:k + 1])
 
         return jnp.stack([column(k) for k in range(d)], axis=-1)
@@ -294,7 +296,7 @@ class ExactMoments(MomentProvider):
             return None
         return jax.vmap(self.family._log_partition)(eta)
 
-    def jacobian(self, eta, key):
+    def jacobian(self, eta, key, *, force=None):
         """Cov_eta[T]: the closed form, else the robust quadrature's (the tensor rule's in
         R^d)."""
         if self.route == "closed_form":
@@ -472,11 +474,11 @@ class NetworkMoments(MomentProvider):
         return Moments(value, None if cov is None else cov.astype(eta.dtype),
                        flags.astype(jnp.int32))
 
-    def jacobian(self, eta, key):
+    def jacobian(self, eta, key, *, force=None):
         """d answer / d eta per row by forward mode (exact: the answer's residual-field mean
         included), or by central differences where the network has no forward mode."""
         if not self.model.net.forward_mode:
-            return super().jacobian(eta, key)
+            return super().jacobian(eta, key, force=force)
         model = self._at(eta.dtype).model
         one = lambda e: jax.jacfwd(lambda x: model.answer(model.net, x))(e) \
             + model.correction_jacobian(e)
@@ -524,7 +526,7 @@ class SamplingMoments(MomentProvider):
         """False: a NUTS run per quadrature node would cost too much."""
         return False
 
-    def jacobian(self, eta, key):
+    def jacobian(self, eta, key, *, force=None):
         raise ValueError(f"SamplingMoments ({self.family.name}): a sampled moment map has no "
                          "Jacobian to linearise the fixed point with; answer this factor "
                          "exactly or by a network")
@@ -586,10 +588,12 @@ class WithFallback(MomentProvider):
         """As the primary."""
         return self.primary.num_draws
 
-    def jacobian(self, eta, key):
+    def jacobian(self, eta, key, *, force=None):
         """Each row's Jacobian from the provider that answers it (a difference across the
         boundary of the network's region would mix the two)."""
         use = (self.primary.evaluate(eta, None, key).flags & NEEDS_BACKUP) != 0
+        if force is not None:
+            use = use | force
         return on_rows(lambda rows, _: self.backup.jacobian(rows, key), eta, use,
                        self.primary.jacobian(eta, key))
 

@@ -680,32 +680,33 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
             timings["draws_seconds"] = time.perf_counter() - began
             if linear_response:
                 began = time.perf_counter()
-                response = linear_response_draws(model, provider_tuple, etas, means,
+                response = linear_response_draws(model, provider_tuple, etas, means, force,
                                                  num_draws, key)
                 draws["eta_linear_response"] = {
                     n: single(n, r) for n, r in zip(model.names, response, strict=True)}
                 timings["linear_response_seconds"] = time.perf_counter() - began
         audited = None
         if audit is not None:
-            audited = _audit(model, provider_tuple, etas, means, audit, key, settings)
+            audited = _audit(model, provider_tuple, etas, means, force, audit, key, settings)
             timings["audit_seconds"] = audited.seconds
     return _result(model, etas, means, flags, change, visited, iterations, elbos, deltas,
                    settings.tol, timings, draws, audited)
 
 
-def _audit(model, providers, etas, means, audit: Audit, key, settings: LoopSettings
+def _audit(model, providers, etas, means, force, audit: Audit, key, settings: LoopSettings
            ) -> AuditResult:
-    zeros = tuple(np.zeros(len(e), bool) for e in etas)
+    """`force`: the members the solve handed to their fallback; the rectified solve keeps
+    them there (else it would consume network answers that the fixed point did not)."""
     log_z = tuple(jnp.zeros(len(e)) for e in etas)
     untracked = settings._replace(track_elbo=False)
 
     def exact_solve(swapped, tol):
-        solved = _solve_jit(model, swapped, etas, log_z, zeros, key, None,
+        solved = _solve_jit(model, swapped, etas, log_z, force, key, None,
                             untracked._replace(tol=tol), False)
         return solved.etas, solved.means
 
     return audit_fixed_point(model, providers, etas, means, audit, key, exact_solve,
-                             settings.tol)
+                             settings.tol, force)
 
 
 def audit_result(model: CAVIModel | Model, result: CAVIResult, audit: Audit,
@@ -726,7 +727,12 @@ def audit_result(model: CAVIModel | Model, result: CAVIResult, audit: Audit,
         solver = parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
                                         "track_elbo": False, "accelerate": accelerate},
                        "solver")
-        return _audit(model, provider_tuple, etas, means, audit, key, LoopSettings.of(solver))
+        # the members the solve handed to a fallback: those flagged for their spread
+        wide = int(MomentFlag.WIDE_PREDICTIVE_SPREAD)
+        force = tuple(((np.reshape(result.member_flags[n], -1) & wide) != 0) & p.has_fallback
+                      for n, p in zip(model.names, provider_tuple, strict=True))
+        return _audit(model, provider_tuple, etas, means, force, audit, key,
+                      LoopSettings.of(solver))
 
 
 def _result(model, etas, means, flags, change, box, iterations, elbos, deltas, tol, timings,

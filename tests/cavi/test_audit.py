@@ -14,6 +14,7 @@ from bayes_et import cli
 from bayes_et.cavi import (
     Audit,
     ExactMoments,
+    MomentFlag,
     MomentProvider,
     Moments,
     NetworkMoments,
@@ -151,6 +152,48 @@ def test_stratified_audit_is_narrower_than_simple_random_sampling_and_covers(pla
     se = np.sqrt(0.9 * 0.1 / 40)
     assert min(rate.values()) >= 0.9 - 3 * se, rate
     assert width["stratified"] < 0.5 * width["simple"], width
+
+
+class WideAndBiased(MomentProvider):
+    """A test double of a network with a fallback's job to do: E[z^2] too large by an
+    amount that varies from member to member and, asked for its spread (full=True), every
+    member flagged too uncertain, so the solve hands them all to the fallback."""
+
+    inner: ExactMoments
+
+    @property
+    def family(self):
+        return self.inner.family
+
+    @property
+    def num_draws(self) -> int:
+        return 64  # it has a spread to check (no function draws are asked of it)
+
+    def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+        m = self.inner.evaluate(eta, draw, key, active=active).mean
+        flags = jnp.full(len(eta), int(MomentFlag.WIDE_PREDICTIVE_SPREAD) if full else 0)
+        bias = 0.5 * (1.0 + jnp.sin(37.0 * eta[:, 0]))
+        return Moments(m.at[:, 1].add(bias), None, flags.astype(jnp.int32))
+
+
+def test_the_rectified_solve_keeps_the_members_the_solve_handed_to_the_fallback(plate):
+    """The members flagged for their spread are answered by the fallback at the fixed point
+    (exact here); the rectified solve (and a later `audit_result`) keeps them there, so it
+    stays at the exact fixed point. Consuming the double's answers instead, it corrected
+    them by the audited members' sample of the bias and moved off by that sample's error
+    (checked: the test then fails)."""
+    model, exact = plate
+    provider = {"z": WithFallback(WideAndBiased(GH), GH)}
+    result = run_cavi(model, provider, num_draws=0,
+                      audit=Audit({"z": GH}, members=30, seed=0), **SOLVER)
+    assert np.all(result.member_flags["z"] & MomentFlag.ANSWERED_BY_FALLBACK)
+    again = audit_result(model, result, Audit({"z": GH}, members=30, seed=1), provider,
+                         tol=SOLVER["tol"], max_iter=SOLVER["max_iter"])
+    for name in ("mu", "tau"):
+        np.testing.assert_allclose(result.eta[name], exact.eta[name], rtol=1e-6)
+        for audit in (result.audit, again):
+            np.testing.assert_allclose(audit.eta[name], exact.eta[name], rtol=1e-6)
+            assert np.all(audit.contains(exact.eta)[name])
 
 
 def test_a_census_with_an_exact_oracle_iterates_to_the_exact_fixed_point():
