@@ -409,8 +409,7 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
             method = "newton (the rectified sweeps diverged)"
     if method != "census":
         solved = _step_and_interval(model, providers, etas, means, force, list(oracles),
-                                    answers,
-                                    key, tol)
+                                    answers, key, tol)
     (fixed, lo, hi), (mean, mean_lo, mean_hi) = (_floored(*part, tol) for part in solved)
     bad = [names[i] for i, f in enumerate(fixed) if not np.all(np.isfinite(f))]
     if bad:  # never a silent NaN
