@@ -662,6 +662,10 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
         finally:
             _BAR.clear()
             bar.close()
+        # the members whose answer at the fixed point was the fallback's (flagged for their
+        # spread, or kept there after switching): what follows answers them so too
+        handed = tuple(((np.asarray(f) & MomentFlag.ANSWERED_BY_FALLBACK) != 0)
+                       & p.has_fallback for f, p in zip(flags, provider_tuple, strict=True))
         draws = None
         if num_draws:
             began = time.perf_counter()
@@ -680,14 +684,15 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
             timings["draws_seconds"] = time.perf_counter() - began
             if linear_response:
                 began = time.perf_counter()
-                response = linear_response_draws(model, provider_tuple, etas, means, force,
+                response = linear_response_draws(model, provider_tuple, etas, means, handed,
                                                  num_draws, key)
                 draws["eta_linear_response"] = {
                     n: single(n, r) for n, r in zip(model.names, response, strict=True)}
                 timings["linear_response_seconds"] = time.perf_counter() - began
         audited = None
         if audit is not None:
-            audited = _audit(model, provider_tuple, etas, means, force, audit, key, settings)
+            audited = _audit(model, provider_tuple, etas, means, handed, audit, key,
+                             settings)
             timings["audit_seconds"] = audited.seconds
     return _result(model, etas, means, flags, change, visited, iterations, elbos, deltas,
                    settings.tol, timings, draws, audited)
@@ -695,8 +700,9 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
 
 def _audit(model, providers, etas, means, force, audit: Audit, key, settings: LoopSettings
            ) -> AuditResult:
-    """`force`: the members the solve handed to their fallback; the rectified solve keeps
-    them there (else it would consume network answers that the fixed point did not)."""
+    """`force`: the members whose answer at the fixed point was their fallback's; the
+    rectified solve keeps them there (else it would consume network answers that the fixed
+    point did not)."""
     log_z = tuple(jnp.zeros(len(e)) for e in etas)
     untracked = settings._replace(track_elbo=False)
 
@@ -727,10 +733,10 @@ def audit_result(model: CAVIModel | Model, result: CAVIResult, audit: Audit,
         solver = parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
                                         "track_elbo": False, "accelerate": accelerate},
                        "solver")
-        # the members the solve handed to a fallback: those flagged for their spread
-        wide = int(MomentFlag.WIDE_PREDICTIVE_SPREAD)
-        force = tuple(((np.reshape(result.member_flags[n], -1) & wide) != 0) & p.has_fallback
-                      for n, p in zip(model.names, provider_tuple, strict=True))
+        # the members whose answer at the fixed point was their fallback's
+        fallback = int(MomentFlag.ANSWERED_BY_FALLBACK)
+        force = tuple(((np.reshape(result.member_flags[n], -1) & fallback) != 0)
+                      & p.has_fallback for n, p in zip(model.names, provider_tuple, strict=True))
         return _audit(model, provider_tuple, etas, means, force, audit, key,
                       LoopSettings.of(solver))
 

@@ -179,7 +179,9 @@ class WideAndBiased(MomentProvider):
 def test_the_rectified_solve_keeps_the_members_the_solve_handed_to_the_fallback(plate):
     """The members flagged for their spread are answered by the fallback at the fixed point
     (exact here); the rectified solve (and a later `audit_result`) keeps them there, so it
-    stays at the exact fixed point. Consuming the double's answers instead, it corrected
+    stays at the exact fixed point. (The same holds for members kept with the fallback after
+    switching twice: the bench's poor mlp had all 10^4 there, and its audit was 1.9 sd off
+    before.) Consuming the double's answers instead, it corrected
     them by the audited members' sample of the bias and moved off by that sample's error
     (checked: the test then fails)."""
     model, exact = plate
