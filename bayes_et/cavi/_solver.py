@@ -408,6 +408,12 @@ def _where(condition, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
 
 
+def _fallback_members(flags, providers) -> tuple:
+    """Per factor, the members whose answer (flag bits `flags`) was their fallback's."""
+    return tuple(((np.reshape(f, -1) & MomentFlag.ANSWERED_BY_FALLBACK) != 0) & p.has_fallback
+                 for f, p in zip(flags, providers, strict=True))
+
+
 def _by_fallback(flags):
     return (flags & MomentFlag.ANSWERED_BY_FALLBACK) != 0
 
@@ -664,8 +670,7 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
             bar.close()
         # the members whose answer at the fixed point was the fallback's (flagged for their
         # spread, or kept there after switching): what follows answers them so too
-        handed = tuple(((np.asarray(f) & MomentFlag.ANSWERED_BY_FALLBACK) != 0)
-                       & p.has_fallback for f, p in zip(flags, provider_tuple, strict=True))
+        handed = _fallback_members(flags, provider_tuple)
         draws = None
         if num_draws:
             began = time.perf_counter()
@@ -733,10 +738,8 @@ def audit_result(model: CAVIModel | Model, result: CAVIResult, audit: Audit,
         solver = parse(SolverSettings, {"max_iter": max_iter, "tol": tol, "damping": damping,
                                         "track_elbo": False, "accelerate": accelerate},
                        "solver")
-        # the members whose answer at the fixed point was their fallback's
-        fallback = int(MomentFlag.ANSWERED_BY_FALLBACK)
-        force = tuple(((np.reshape(result.member_flags[n], -1) & fallback) != 0)
-                      & p.has_fallback for n, p in zip(model.names, provider_tuple, strict=True))
+        force = _fallback_members([result.member_flags[n] for n in model.names],
+                                  provider_tuple)
         return _audit(model, provider_tuple, etas, means, force, audit, key,
                       LoopSettings.of(solver))
 
