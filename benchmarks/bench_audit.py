@@ -13,7 +13,9 @@ the Gauss-Hermite route as its fallback, against the Gauss-Hermite fixed point (
 Needs the bench extra (statsmodels: the cancer exposures).
 
 1. Networks for z: each of `--archs` (configs/train/ARCH.yaml) and a deliberately poor one
-   (`poor`: the mlp config with 20x fewer epochs), trained on the eta box that the plate
+   (`poor`: the mlp config with 20x fewer epochs, solved without a fallback so that every
+   member's answer is the poor network's; with one, its spread sends them all to
+   Gauss-Hermite and the audit has nothing to correct), trained on the eta box that the plate
    visits (runs/bench_plates/data-z.yaml, as bench_plates makes it; cached in
    runs/bench_audit/).
 2. The network's band alone (not for `poor`): over `--datasets` data sets simulated on the
@@ -125,6 +127,9 @@ def posterior_sd(exact) -> np.ndarray:
 
 
 def network(run: Path) -> dict:
+    """The providers: the network with the Gauss-Hermite fallback; `poor` alone."""
+    if run.name.startswith("poor"):
+        return {"z": NetworkMoments(run)}
     return {"z": WithFallback(NetworkMoments(run), GH)}
 
 

@@ -1,6 +1,6 @@
 """CAVI with plates: the Poisson log-normal random-effects model, N = 10 to 10^6 members.
 
-    python benchmarks/bench_plates.py [--quick] [--datasets 50] [--sizes 10,100,...] [--only-2d]
+    python benchmarks/bench_plates.py [--quick] [--sizes 10,100,...] [--only-2d]
                                       [--acceleration]
 
 Model (configs/cavi/poisson_lognormal_cancer.yaml): y_i ~ Poisson(E_i e^{r_i}),
@@ -19,16 +19,15 @@ the log expected count (PoissonLogNormal). Needs the bench extra (NumPyro, stats
 3. Accuracy: KL(q_net || q_quadrature) per member (max, mean); E[mu], E[tau] against the
    exact-provider fixed point in posterior sd, and against NUTS in MCSE units (the
    mean-field's own error, the same for every provider).
-4. The 90% band (32 function draws) of mu and tau against the Gauss-Hermite fixed point
-   over `--datasets` simulated data sets (seeds 2000, 2001, ..., declared before looking).
-5. A plate whose x is two-dimensional (two counts per member with correlated log-rates,
+4. A plate whose x is two-dimensional (two counts per member with correlated log-rates,
    `BivariatePoissonLogNormal` below, defined here as a user would): no quadrature exists,
    so its network learns from NUTS data, with the tensor Gauss-Hermite route as the
    fallback; against NumPyro NUTS on the joint, the cost of NUTS as the provider (per eta),
    an audit of the network's fixed point with a NUTS oracle at 30 members (its cost), and
    the tensor Gauss-Hermite fixed point, audit and cost per member at N = 10^4.
-6. `--acceleration`: plain against SQUAREM-accelerated sweeps (sweeps, seconds, the shift of
+5. `--acceleration`: plain against SQUAREM-accelerated sweeps (sweeps, seconds, the shift of
    the fixed point), Gauss-Hermite and network, with NumPyro NUTS at N = 10^4.
+The network's band and the audit on this plate: benchmarks/bench_audit.py.
 Writes results/plates.json.
 """
 
@@ -69,7 +68,6 @@ WORK = ROOT / "runs" / "bench_plates"
 MU, TAU = -5.66, 15.9  # near the real data's fixed point
 SOLVER = {"tol": 1e-6, "max_iter": 500, "track_elbo": False}
 NUM_DRAWS = 32
-COVERAGE_TARGET = (0.80, 0.98)
 FAMILY = PoissonLogNormal()
 
 
@@ -215,28 +213,6 @@ def one_size(n: int, routes: list[str], run: Path, exposure_range, with_numpyro:
                 k: (row[route][k]["mean"] - row["nuts"][k]["mean"]) / row["nuts"][k]["mcse"]
                 for k in ("mu", "tau")}
     return row
-
-
-def coverage(run: Path, num_datasets: int, exposure: np.ndarray) -> dict:
-    inside, kls, flagged, converged = [], [], 0, 0
-    for seed in range(2000, 2000 + num_datasets):
-        data = examples.simulate_counts(len(exposure), MU, TAU, seed, exposure=exposure)
-        model = examples.poisson_lognormal(data["counts"], data["exposure"])
-        learned = run_cavi(model, providers("network", run), num_draws=NUM_DRAWS, **SOLVER)
-        exact = run_cavi(model, providers("gauss_hermite"), **SOLVER)
-        contains = learned.band_contains(exact.eta)
-        inside.append(bool(np.all(contains["mu"]) and contains["tau"][1]))
-        kls.append(member_kl(learned, exact, 100)["max"])
-        flagged += bool(learned.flag_counts["z"])
-        converged += int(np.sum(learned.draws["converged"]))
-    rate = float(np.mean(inside))
-    print(f"band coverage {rate:.2f} over {num_datasets} data sets", flush=True)
-    return {"num_datasets": num_datasets, "seeds": [2000, 2000 + num_datasets - 1],
-            "band_coverage": rate, "coverage_target": COVERAGE_TARGET,
-            "coverage_ok": COVERAGE_TARGET[0] <= rate <= COVERAGE_TARGET[1],
-            "kl_max_over_datasets": float(np.max(kls)),
-            "datasets_with_flags": flagged,
-            "draws_converged": f"{converged}/{num_datasets * NUM_DRAWS}"}
 
 
 class BivariatePoissonLogNormal(ExponentialFamily):
@@ -494,7 +470,6 @@ def largest(n: int, route: str, run: str, exposure_range) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--datasets", type=int, default=None)
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 10..1e5)")
     parser.add_argument("--largest", default="1000000", help="N for the memory run (0: none)")
     parser.add_argument("--only-2d", action="store_true",
@@ -525,7 +500,6 @@ def main():
         return
     sizes = [int(s) for s in (args.sizes or ("10,100,1000" if args.quick else
                                              "10,100,1000,10000,100000")).split(",")]
-    num_datasets = args.datasets or (10 if args.quick else 50)
     run = trained_run(args.quick, real, exposure_range)
     metrics = json.loads((run / "metrics.json").read_text())
     rows = []
@@ -540,7 +514,6 @@ def main():
                     "training_seconds": metrics["training_seconds"],
                     "num_train": metrics["num_train"]},
         "solver": SOLVER, "rows": rows,
-        "coverage": coverage(run, num_datasets, real["exposure"]),
     }
     print("saved", save("plates", result))
     result["two_dimensional_plate"] = two_d(args.quick, real["exposure"][:100])
