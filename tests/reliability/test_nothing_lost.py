@@ -628,10 +628,22 @@ def test_yaml_nested_too_deeply_is_one_line(command, work, tmp_path, capsys):
           "nested too deeply")
 
 
+@pytest.fixture
+def interruptible():
+    """SIGINT handled here while the test runs, so that its child starts with SIGINT at the
+    default, as from a terminal: where this run was started in the background by a
+    non-interactive shell, SIGINT is ignored and a child inherits that (the Unix convention
+    for background jobs, which the command keeps)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("delay", [0.5, 2.0])
 @pytest.mark.parametrize("command", ["train", "cavi"])
 def test_ctrl_c_of_the_command_during_compilation_is_one_line_and_130(command, delay, work,
-                                                                       tmp_path):
+                                                                       tmp_path,
+                                                                       interruptible):
     """A real SIGINT to `python -m bayes_et.cli`, `delay` s after its staging folder
     appears (data load, XLA compilation, the first epochs or sweeps; for cavi inside the
     sampling provider's host callback): never ignored (a probe saw a training go on to the
