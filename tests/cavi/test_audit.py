@@ -176,6 +176,7 @@ class WideAndBiased(MomentProvider):
         return Moments(m.at[:, 1].add(bias), None, flags.astype(jnp.int32))
 
 
+@pytest.mark.slow  # ~45 s: in the slow tier
 def test_the_rectified_solve_keeps_the_members_the_solve_handed_to_the_fallback(plate):
     """The members flagged for their spread are answered by the fallback at the fixed point
     (exact here); the rectified solve (and a later `audit_result`) keeps them there, so it
@@ -196,6 +197,38 @@ def test_the_rectified_solve_keeps_the_members_the_solve_handed_to_the_fallback(
         for audit in (result.audit, again):
             np.testing.assert_allclose(audit.eta[name], exact.eta[name], rtol=1e-6)
             assert np.all(audit.contains(exact.eta)[name])
+
+
+class FlickeringAndBiased(WideAndBiased):
+    """A test double of a network at its region's edge: each call (each sweep's key) flags
+    a random half of the members outside the region, so every member's answer switches
+    between it and the fallback, and after MAX_SWITCHES keeps the fallback; its own
+    answers (E[z^2] too large) are never checked for spread."""
+
+    def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
+        m = WideAndBiased.evaluate(self, eta, draw, key, active=active).mean
+        if key is None:
+            return Moments(m, None, jnp.zeros(len(eta), jnp.int32))
+        out = jax.random.bernoulli(key, 0.5, (len(eta),))
+        flags = jnp.where(out, int(MomentFlag.OUTSIDE_TRAINING_REGION), 0)
+        return Moments(m, None, flags.astype(jnp.int32))
+
+
+@pytest.mark.slow  # ~45 s: in the slow tier
+def test_the_rectified_solve_keeps_the_members_kept_with_the_fallback_after_switching(plate):
+    """The other way a member's answer at the fixed point is the fallback's: it switched
+    network <-> fallback twice. The solve then sits at the exact fixed point, and the
+    audit's rectified sweeps, answered by the same flickering double, stay there."""
+    model, exact = plate
+    provider = {"z": WithFallback(FlickeringAndBiased(GH), GH)}
+    result = run_cavi(model, provider, num_draws=0, **SOLVER)
+    assert np.all(result.member_flags["z"] & MomentFlag.ANSWERED_BY_FALLBACK)
+    audit = audit_result(model, result, Audit({"z": GH}, members=30, seed=1), provider,
+                         tol=SOLVER["tol"], max_iter=SOLVER["max_iter"])
+    for name in ("mu", "tau"):
+        np.testing.assert_allclose(result.eta[name], exact.eta[name], rtol=1e-6)
+        np.testing.assert_allclose(audit.eta[name], exact.eta[name], rtol=1e-6)
+        assert np.all(audit.contains(exact.eta)[name])
 
 
 def test_a_census_with_an_exact_oracle_iterates_to_the_exact_fixed_point():

@@ -22,7 +22,7 @@ FAMILIES = [Gaussian(), Gamma(), Beta(), VonMises(), TruncatedNormal(), Quartic(
 DOUBLE_WELLS = np.array([[0.0, 1.5, 0.0, -0.2], [0.3, 1.2, -0.1, -0.25], [-0.5, 1.0, 0.2, -0.3]])
 
 
-SLOW_FAMILIES = ("Quartic", "VonMises", "MultivariateNormal")  # the longest runs: -m slow
+SLOW_FAMILIES = ("Quartic", "VonMises", "MultivariateNormal", "Beta")  # the longest: -m slow
 
 
 @pytest.mark.parametrize("family", [
@@ -44,7 +44,8 @@ def test_mcmc_z_scores_are_standard(family):
     assert np.abs(z[ok]).max() <= 6
 
 
-@pytest.mark.parametrize("family", [Gamma(), Quartic(), MultivariateNormal(3)], ids=repr)
+@pytest.mark.parametrize("family", [Gamma(), pytest.param(Quartic(), marks=pytest.mark.slow),
+                                    MultivariateNormal(3)], ids=repr)
 def test_chees_z_scores_are_standard(family):
     """ChEES-HMC: the mean over eta of each eta's mean z^2 is in the honest band [0.8, 1.25]
     within four of its standard errors (estimated from the spread of the per-eta values).
