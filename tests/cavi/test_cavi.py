@@ -186,6 +186,7 @@ def test_damping_reaches_the_same_fixed_point():
     assert np.all(np.diff(damped.elbo) >= -1e-6)
 
 
+@pytest.mark.slow  # ~20 s: in the slow tier
 def test_sampling_provider_agrees_with_exact_within_monte_carlo_error():
     sampler = SamplingMoments(Gamma(), num_warmup=300, num_samples=500)
     model = examples.normal_gamma(DATA, **PRIOR)

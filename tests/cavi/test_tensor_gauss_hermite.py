@@ -90,6 +90,7 @@ def test_two_dimensional_moments_match_scipy_nested_quadrature():
     np.testing.assert_array_less(np.abs(got - truth) / (np.abs(truth) + 1), 1e-7)
 
 
+@pytest.mark.slow  # ~30 s: in the slow tier
 def test_tensor_rule_covariance_is_the_derivative_of_the_mean():
     """jacobian (Cov[T] by the same rule) equals central differences of the mean."""
     provider = ExactMoments(MultivariatePoissonLogNormal(2))
