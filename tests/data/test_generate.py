@@ -1,6 +1,5 @@
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -40,11 +39,14 @@ def test_killed_generation_resumes_to_the_same_file(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
-    while not (parts / "chunk_00001.npz").exists():
-        assert proc.poll() is None and time.time() < deadline, "generation ended before the kill"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        while not (parts / "chunk_00001.npz").exists():
+            assert proc.poll() is None and time.time() < deadline, \
+                "generation ended before the kill"
+            time.sleep(0.02)
+    finally:  # SIGKILL here, and never left running when the assertion fails
+        proc.kill()
+        proc.wait()
     done = sorted(parts.glob("chunk_*.npz"))
     assert not out.exists() and 2 <= len(done) < 6, [p.name for p in done]
     with pytest.raises(ValueError, match="--resume"):

@@ -67,7 +67,12 @@ def test_two_processes_into_one_out_one_wins_whole(tmp_path):
     argv = [sys.executable, "-m", "bayes_et.cli", "cavi", NORMAL_GAMMA, "--out", "out"]
     procs = [subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    try:
+        results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    finally:  # neither left running when one times out
+        for p in procs:
+            p.kill()
+            p.wait()
     assert sorted(code for code, _ in results) == [0, 2], results
     loser = next(err for code, err in results if code == 2)
     assert "Traceback" not in loser and ("being written" in loser or "exists" in loser), loser
@@ -660,11 +665,15 @@ def test_ctrl_c_of_the_command_during_compilation_is_one_line_and_130(command, d
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     staging = tmp_path / ".out.partial"
-    while proc.poll() is None and not staging.exists():
-        time.sleep(0.01)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=120)[1]
+    try:
+        while proc.poll() is None and not staging.exists():
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:  # a command that ignored the signal is not left running after the test
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 130, err[-3000:]
     lines = [x for x in err.replace("\r", "\n").splitlines() if x.strip() and "%|" not in x]
     assert len(lines) == 1 and "interrupted" in lines[0], err[-500:]
