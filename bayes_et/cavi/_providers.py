@@ -563,6 +563,12 @@ class SamplingMoments(MomentProvider):
         return Moments(mean, cov if full else None, flags | _nonfinite(mean))
 
 
+def _backup_rows(flags, force):
+    """The rows a fallback answers: those the primary flags as needing it, and `force`."""
+    use = (flags & NEEDS_BACKUP) != 0
+    return use if force is None else use | force
+
+
 class WithFallback(MomentProvider):
     """`primary` (a network) unless it flags a row as outside its training region, too
     uncertain or non-finite, or the row is in `force`: then `backup` (exact or sampling)
@@ -591,17 +597,13 @@ class WithFallback(MomentProvider):
     def jacobian(self, eta, key, *, force=None):
         """Each row's Jacobian from the provider that answers it (a difference across the
         boundary of the network's region would mix the two)."""
-        use = (self.primary.evaluate(eta, None, key).flags & NEEDS_BACKUP) != 0
-        if force is not None:
-            use = use | force
+        use = _backup_rows(self.primary.evaluate(eta, None, key).flags, force)
         return on_rows(lambda rows, _: self.backup.jacobian(rows, key), eta, use,
                        self.primary.jacobian(eta, key))
 
     def evaluate(self, eta, draw, key, *, full=False, active=None, force=None):
         first = self.primary.evaluate(eta, draw, key, full=full)
-        use = (first.flags & NEEDS_BACKUP) != 0
-        if force is not None:
-            use = use | force
+        use = _backup_rows(first.flags, force)
         if active is not None:
             use = use & active
         k = eta.shape[-1]

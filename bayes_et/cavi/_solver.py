@@ -410,7 +410,7 @@ def _where(condition, a, b):
 
 def _fallback_members(flags, providers) -> tuple:
     """Per factor, the members whose answer (flag bits `flags`) was their fallback's."""
-    return tuple(((np.reshape(f, -1) & MomentFlag.ANSWERED_BY_FALLBACK) != 0) & p.has_fallback
+    return tuple(_by_fallback(np.reshape(f, -1)) & p.has_fallback
                  for f, p in zip(flags, providers, strict=True))
 
 
