@@ -129,7 +129,8 @@ def _template(hyperparams: dict, family: ExponentialFamily) -> TrainedET:
     if hyperparams.get("residual_field_rows", 0):
         field = ResidualField.empty(hyperparams["residual_field_rows"], family.eta_dim,
                                     family.eta_dim,
-                                    hyperparams.get("residual_field_correlated", False))
+                                    hyperparams.get("residual_field_correlated", False),
+                                    hyperparams.get("residual_field_per_coordinate", False))
         model = eqx.tree_at(lambda m: m.field, model, field, is_leaf=lambda x: x is None)
     return model
 
@@ -151,8 +152,9 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
         rows = hyperparams.get(key, 0)
         if type(rows) is not int or not 0 <= rows <= MAX_LOCAL:
             bad(key, f"an int in [0, {MAX_LOCAL}]")
-    if type(hyperparams.get("residual_field_correlated", False)) is not bool:
-        bad("residual_field_correlated", "true or false")
+    for key in ("residual_field_correlated", "residual_field_per_coordinate"):
+        if type(hyperparams.get(key, False)) is not bool:
+            bad(key, "true or false")
     family = family_from_record(hyperparams.get("family"), family, f"{path}: family")
     if family.eta_dim != dim or hyperparams.get("stat_names") != list(family.flat_names):
         bad("stat_names", f"{list(family.flat_names)} (eta_dim {family.eta_dim}) of "
@@ -189,6 +191,9 @@ def load_run(run_dir: str | os.PathLike, family: ExponentialFamily | str | None 
     region = hyperparams["training_region"]
     with jax.enable_x64(False):  # networks are float32, also for a caller in float64
         model = load_model(path, _template(hyperparams, family))
+        if model.field is not None:
+            model = eqx.tree_at(lambda m: m.field, model,
+                                model.field.with_length_per_coordinate())
     return TrainedRun(model, family, tuple(np.asarray(region[k], np.float64)
                                            for k in ("eta_min", "eta_max")), hyperparams)
 
@@ -396,6 +401,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         "local_calibration_rows": 0 if model.local is None else len(model.local.eta),
         "residual_field_rows": 0 if model.field is None else len(model.field.z),
         "residual_field_correlated": getattr(model.field, "correlation", None) is not None,
+        "residual_field_per_coordinate": model.field is not None,
     }
     save_model(folder / "model.eqx", model, **hyperparams)
     if added is not None:

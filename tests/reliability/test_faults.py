@@ -10,13 +10,16 @@ import sys
 import warnings
 from pathlib import Path
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
 
 from bayes_et import cli
 from bayes_et.data import generate, load_dataset, save_dataset
-from bayes_et.params._serialisation import _digest
+from bayes_et.params._serialisation import _digest, load_header, save_model
 from bayes_et.train import load_run, train_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -420,13 +423,36 @@ def _rewrite_header(path: Path, change, rehash: bool) -> None:
      "header field 'stat_names'"),
     (lambda p: _rewrite_header(p, lambda h: h["hyperparams"].update(architecture="cnn"),
                                rehash=True), "header field 'architecture'"),
-], ids=["truncated", "relabelled", "weights_altered", "garbled", "eta_dim", "architecture"])
+    (lambda p: _rewrite_header(p, lambda h: h["hyperparams"].update(
+        residual_field_per_coordinate="yes"), rehash=True),
+     "header field 'residual_field_per_coordinate'"),
+], ids=["truncated", "relabelled", "weights_altered", "garbled", "eta_dim", "architecture",
+        "field_lengths"])
 def test_damaged_model_files_are_refused(damage, message, work, tmp_path, capsys):
     run = _copy_run(work, tmp_path)
     damage(run / "model.eqx")
     fails(capsys, ["evaluate", str(run), "--data", str(work["data"])], message)
     with pytest.raises(ValueError, match=message.replace("'", ".")):
         load_run(run)
+
+
+def test_a_field_of_an_earlier_version_with_one_length_loads_as_that_length_repeated(
+        work, tmp_path):
+    run = _copy_run(work, tmp_path)
+    model = load_run(run).model
+    d = model.field.z.shape[1]
+    one = model.field.log_lengthscale[:, 1]  # the second coordinate's, for every coordinate
+    repeated = eqx.tree_at(lambda m: m.field.log_lengthscale, model,
+                           jnp.repeat(one[:, None], d, 1))
+    header = load_header(run / "model.eqx")["hyperparams"]
+    del header["residual_field_per_coordinate"]  # as an earlier version wrote it
+    save_model(run / "model.eqx", eqx.tree_at(lambda m: m.field.log_lengthscale, model, one),
+               **header)
+    loaded = load_run(run).model.field
+    z = jnp.asarray(np.random.default_rng(0).normal(size=(5, d)), jnp.float32)
+    for method in ("__call__", "variance", "gradient"):
+        np.testing.assert_array_equal(jax.vmap(getattr(loaded, method))(z),
+                                      jax.vmap(getattr(repeated.field, method))(z))
 
 
 # ------------------------------------------------------------------ no code from files
