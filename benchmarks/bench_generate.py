@@ -29,9 +29,9 @@ KERNELS = ("nuts", "chees")
 
 
 def measure(family, eta: np.ndarray, kernel: str) -> dict:
-    run = lambda: mcmc_moments(family, eta, jax.random.key(0), kernel=kernel,
-                               num_chains=CHAINS, num_warmup=WARMUP, num_samples=DRAWS,
-                               max_retries=0)
+    sampler = dict(kernel=kernel, num_chains=CHAINS, num_warmup=WARMUP, num_samples=DRAWS,
+                   max_retries=0)
+    run = lambda: mcmc_moments(family, eta, jax.random.key(0), sampler)
     run()  # compile
     start = time.perf_counter()
     est = run()

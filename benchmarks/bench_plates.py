@@ -313,7 +313,7 @@ def two_dimensional(quick: bool, exposure: np.ndarray) -> dict:
     # NUTS as the provider: seconds per member per sweep, measured on 64 of the final eta
     eta = learned.eta["x"][:64]
     began = time.perf_counter()
-    mcmc_moments(family, eta, jax.random.key(0), **sampler)
+    mcmc_moments(family, eta, jax.random.key(0), sampler)
     per_eta = (time.perf_counter() - began) / len(eta)
     # The audit with a NUTS oracle: 30 members answered by sampling at the fixed point
     began = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+from collections.abc import Mapping
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
@@ -507,19 +508,18 @@ class SamplingMoments(MomentProvider):
     then carries Monte-Carlo noise and rarely meets a tight `tol`."""
 
     family: ExponentialFamily = eqx.field(static=True)
-    settings: tuple = eqx.field(static=True)
+    settings: SamplerSettings = eqx.field(static=True)
     oracle: ClassVar[bool] = True
 
     def __init__(self, family: ExponentialFamily,
-                 sampler: SamplerSettings | dict | None = None, **options):
-        """`sampler`: SamplerSettings (or a dict of them); `options`: the same by keyword
+                 sampler: SamplerSettings | Mapping | None = None, **options):
+        """`sampler`: SamplerSettings (or a mapping of them); `options`: the same by keyword
         (kernel, num_chains, num_warmup, ...). Checked here, not inside the solve."""
-        merged = {**({} if sampler is None else
-                     dataclasses.asdict(sampler) if isinstance(sampler, SamplerSettings)
-                     else dict(sampler)), **options}
+        if options:
+            sampler = {**({} if sampler is None else dataclasses.asdict(
+                parse(SamplerSettings, sampler, "sampler"))), **options}
         self.family = family
-        self.settings = tuple(sorted(dataclasses.asdict(
-            parse(SamplerSettings, merged, "sampler")).items()))
+        self.settings = parse(SamplerSettings, sampler, "sampler")
 
     @property
     def integrable(self) -> bool:
@@ -541,7 +541,7 @@ class SamplingMoments(MomentProvider):
         rows = np.flatnonzero(np.asarray(active))
         if rows.size:
             est = mcmc_moments(self.family, eta[rows], jax.random.key(int(seed)),
-                               **dict(self.settings))
+                               self.settings)
             ess = np.asarray(est.ess, np.float64)
             mean[rows] = est.mu_T
             cov[rows] = np.asarray(est.cov_TT) / np.sqrt(ess[:, :, None] * ess[:, None, :])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -61,8 +60,7 @@ def moments_dataset(family: ExponentialFamily, method: str, eta: np.ndarray, ids
     """Rows of data at `eta` by `method` (closed_form, quadrature or mcmc with the
     config's sampler); `ids` (one int per eta) choose the sampler keys with the seed."""
     if method == "mcmc":
-        est = mcmc_moments(family, eta, jax.random.key(cfg.seed), eta_ids=ids,
-                           **dataclasses.asdict(cfg.sampler))
+        est = mcmc_moments(family, eta, jax.random.key(cfg.seed), cfg.sampler, eta_ids=ids)
         return Dataset(eta, est.mu_T, est.cov_TT, est.ess, est.rhat, est.flags)
     mu, cov = (quadrature_moments if method == "quadrature" else exact_moments)(family, eta)
     k = family.eta_dim

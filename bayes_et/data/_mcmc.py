@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import blackjax
@@ -119,9 +120,6 @@ class SamplerSettings:
                  "every eta is flagged)")
 
 
-_SAMPLER = SamplerSettings()  # the defaults
-
-
 def _chain_keys(key, num_chains):
     return jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.arange(num_chains))
 
@@ -179,20 +177,15 @@ def mcmc_moments(
     family: ExponentialFamily,
     eta: Float[Array, "n eta_dim"],
     key: PRNGKeyArray,
+    sampler: SamplerSettings | Mapping | None = None,
     *,
-    kernel: str = _SAMPLER.kernel,
-    num_chains: int = _SAMPLER.num_chains,
-    num_warmup: int = _SAMPLER.num_warmup,
-    num_samples: int = _SAMPLER.num_samples,
-    target_accept: float = _SAMPLER.target_accept,
-    rhat_max: float = _SAMPLER.rhat_max,
-    ess_min: float = _SAMPLER.ess_min,
-    max_retries: int = _SAMPLER.max_retries,
     eta_ids: np.ndarray | None = None,
     devices=None,
     block: int = 256,
 ) -> MomentEstimate:
-    """Moments of T(x) at each eta by MCMC on the support's unconstrained space.
+    """Moments of T(x) at each eta by MCMC on the support's unconstrained space, with
+    `sampler`'s settings (a SamplerSettings, used as it is, or a mapping of them, checked
+    here; None: the defaults).
 
     Each eta gets `num_chains` chains from independent N(0, 1) starts. `kernel`: ``nuts``
     (each chain with its own window adaptation of step size and diagonal mass) or
@@ -213,10 +206,7 @@ def mcmc_moments(
             f"mcmc_moments: eta must have shape (n, {family.eta_dim}) with n >= 1; "
             f"got {eta.shape}"
         )
-    checked = parse(SamplerSettings, dict(
-        kernel=kernel, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
-        target_accept=target_accept, rhat_max=rhat_max, ess_min=ess_min,
-        max_retries=max_retries), "sampler")
+    checked = parse(SamplerSettings, sampler, "sampler")
     settings = dict(kernel=checked.kernel, num_chains=checked.num_chains,
                     num_warmup=checked.num_warmup, target_accept=checked.target_accept,
                     rhat_max=checked.rhat_max,

@@ -157,10 +157,10 @@ SHARDED = textwrap.dedent('''
     assert len(jax.devices()) == 2, jax.devices()
     kernel, n, block = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     eta = design_eta(Gamma(), n, seed=2)  # more than one block: both devices work
-    kw = dict(kernel=kernel, num_warmup=100, num_samples=200, ess_min=0, max_retries=0,
-              block=block)
-    two = mcmc_moments(Gamma(), eta, jax.random.key(1), **kw)
-    one = mcmc_moments(Gamma(), eta, jax.random.key(1), devices=jax.devices()[:1], **kw)
+    sampler = dict(kernel=kernel, num_warmup=100, num_samples=200, ess_min=0, max_retries=0)
+    two = mcmc_moments(Gamma(), eta, jax.random.key(1), sampler, block=block)
+    one = mcmc_moments(Gamma(), eta, jax.random.key(1), sampler, devices=jax.devices()[:1],
+                       block=block)
     print(json.dumps({"two": two.mu_T.tolist(), "one": one.mu_T.tolist(),
                       "cov_two": two.cov_TT.tolist(), "cov_one": one.cov_TT.tolist()}))
 ''')

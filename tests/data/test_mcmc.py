@@ -51,7 +51,7 @@ def test_chees_z_scores_are_standard(family):
     within four of its standard errors (estimated from the spread of the per-eta values).
     ChEES's ESS errs on the safe side (mean z^2 ~0.9 on MultivariateNormal(3))."""
     eta = design_eta(family, 160, seed=12)
-    est = mcmc_moments(family, eta, jax.random.key(4), kernel="chees", max_retries=1)
+    est = mcmc_moments(family, eta, jax.random.key(4), {"kernel": "chees", "max_retries": 1})
     mu_exact, _ = exact_moments(family, eta)
     z = (est.mu_T - mu_exact) / np.sqrt(np.diagonal(est.cov_TT, axis1=1, axis2=2) / est.ess)
     ok = est.flags == 0
@@ -66,11 +66,11 @@ def test_chees_z_scores_are_standard(family):
 def test_quality_gate_reruns_with_more_draws_and_keeps_flags():
     family = Gamma()
     eta = design_eta(family, 4, seed=0)
-    easy = mcmc_moments(family, eta, jax.random.key(0), num_warmup=100, num_samples=200,
-                        ess_min=10, rhat_max=1.1)
+    easy = mcmc_moments(family, eta, jax.random.key(0), dict(
+        num_warmup=100, num_samples=200, ess_min=10, rhat_max=1.1))
     assert np.all(easy.flags == 0) and np.all(easy.num_draws == 200)
-    hard = mcmc_moments(family, eta, jax.random.key(0), num_warmup=100, num_samples=200,
-                        ess_min=2e4, max_retries=2)
+    hard = mcmc_moments(family, eta, jax.random.key(0), dict(
+        num_warmup=100, num_samples=200, ess_min=2e4, max_retries=2))
     assert np.all(hard.flags & DataFlag.ESS) and np.all(hard.num_draws == 800)
 
 
@@ -78,12 +78,12 @@ def test_quality_gate_reruns_with_more_draws_and_keeps_flags():
 def test_draws_depend_on_eta_id_not_on_chunking(kernel):
     family = Gamma()
     eta = design_eta(family, 6, seed=1)
-    settings = dict(kernel=kernel, num_warmup=100, num_samples=200, ess_min=0, max_retries=0,
-                    block=2)
-    whole = mcmc_moments(family, eta, jax.random.key(5), **settings)
-    part = mcmc_moments(family, eta[2:], jax.random.key(5), eta_ids=np.arange(2, 6), **settings)
+    settings = dict(kernel=kernel, num_warmup=100, num_samples=200, ess_min=0, max_retries=0)
+    whole = mcmc_moments(family, eta, jax.random.key(5), settings, block=2)
+    part = mcmc_moments(family, eta[2:], jax.random.key(5), settings, eta_ids=np.arange(2, 6),
+                        block=2)
     np.testing.assert_array_equal(part.mu_T, whole.mu_T[2:])
-    other_ids = mcmc_moments(family, eta[2:], jax.random.key(5), **settings)  # ids 0..3
+    other_ids = mcmc_moments(family, eta[2:], jax.random.key(5), settings, block=2)  # ids 0..3
     assert not np.allclose(other_ids.mu_T, whole.mu_T[2:])
 
 
@@ -92,12 +92,12 @@ def test_bad_sampler_arguments():
     eta = design_eta(family, 2)
     for name, value in [("num_samples", 0), ("num_chains", 1), ("num_warmup", -3)]:
         with pytest.raises(ValueError, match=f"config key .sampler.{name}.: got {value}"):
-            mcmc_moments(family, eta, jax.random.key(0), **{name: value})
+            mcmc_moments(family, eta, jax.random.key(0), {name: value})
     with pytest.raises(ValueError, match="n >= 1"):
         mcmc_moments(family, np.zeros((0, 2)), jax.random.key(0))
     with pytest.raises(ValueError, match=r"config key 'sampler.kernel': got 'hmc'.*chees"):
-        mcmc_moments(family, eta, jax.random.key(0), kernel="hmc")
+        mcmc_moments(family, eta, jax.random.key(0), {"kernel": "hmc"})
     with pytest.raises(ValueError, match="target_accept"):
-        mcmc_moments(family, eta, jax.random.key(0), target_accept=1.5)
+        mcmc_moments(family, eta, jax.random.key(0), {"target_accept": 1.5})
     with pytest.raises(ValueError, match=r"eta\['x'\] < 0"):
         mcmc_moments(family, np.array([[0.0, 1.0]]), jax.random.key(0))
