@@ -53,6 +53,7 @@ from bayes_et.cavi import (
     run_cavi,
 )
 from bayes_et.expfam import PoissonLogNormal
+from bayes_et.params import load_header
 from bayes_et.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,12 +263,16 @@ def main() -> None:
         print(f"{arch}: trained in {metrics['training_seconds']:.0f} s, held-out 90% coverage "
               f"{metrics['test']['coverage']['0.9']:.3f}", flush=True)
         band_key = "band" if args.band_first == 0 else f"band_{2000 + args.band_first}"
-        entry = result["networks"][name] = {  # what this run measures replaces what is kept
-            **kept.get(name, {}), "run": str(run.relative_to(ROOT)),
+        same = kept.get(name, {}).get("training_seconds") == metrics["training_seconds"]
+        entry = result["networks"][name] = {  # what this run measures replaces what is kept,
+            **(kept[name] if same else {}),  # and a retrained network's keeps nothing
+            "run": str(run.relative_to(ROOT)),
             "training_seconds": metrics["training_seconds"],
             "epochs": metrics["epochs"], "max_nrmse": max(metrics["test"]["nrmse"].values()),
             "held_out_coverage_90": metrics["test"]["coverage"]["0.9"],
-            "epochs_factor": args.epochs_factor}
+            "epochs_factor": args.epochs_factor,
+            "field_lengths": "one per eta coordinate" if load_header(run / "model.eqx")[
+                "hyperparams"].get("residual_field_per_coordinate") else "one"}
         if args.datasets:
             entry[band_key] = None if arch == "poor" else band(
                 run, args.datasets, real["exposure"], args.band_first)

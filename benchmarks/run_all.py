@@ -296,18 +296,18 @@ def _audit(data: dict) -> list[str]:
     widths = lambda d: f"{d['E[mu]']:.2f}, {d['E[tau]']:.2f}"
     bands, audits = [], []
     for name, net in data["networks"].items():
-        a = net.get("audit")
+        a, field = net.get("audit"), net.get("field_lengths", "one")
         for b in (net[k] for k in net if k.startswith("band") and net[k]):
             first = b.get("first_dataset_seed", 2000)
             seeds = f"{first}-{first + b['num_datasets'] - 1}"
-            bands.append([name, f"{b['num_datasets']} ({seeds})", pair(b["coverage"]),
+            bands.append([name, field, f"{b['num_datasets']} ({seeds})", pair(b["coverage"]),
                           pair(b["coverage_linear_response"]),
                           widths(b["median_half_width_over_sd"]),
                           b["seconds_per_dataset_with_draws"], b["draws_converged"]])
         if a:
             first = a.get("first_dataset_seed", 5000)
             seeds = f"{first}-{first + a['num_datasets'] - 1}"
-            audits.append([name, f"{a['num_audits']} (data sets {seeds})", a["members"],
+            audits.append([name, field, f"{a['num_audits']} (data sets {seeds})", a["members"],
                            pair(a["coverage"]),
                            widths(a["median_error_over_sd"]),
                            widths(a["median_half_width_over_sd"]), a["mean_z2"],
@@ -316,13 +316,14 @@ def _audit(data: dict) -> list[str]:
         "## Error bars that hold: the Poisson log-normal plate", "",
         f"The network's 90% band ({data['num_draws']} function draws; E[mu], E[tau]) against "
         "the Gauss-Hermite fixed point, data simulated on the 301 counties' exposures (target "
-        "coverage [0.8, 0.98], half-width <= 0.5 posterior sd):", "",
-        *_table(["network", "data sets", "coverage", "linear-response coverage",
+        "coverage [0.8, 0.98], half-width <= 0.5 posterior sd; the residual field's lengths: "
+        "one per statistic, or one per statistic and eta coordinate):", "",
+        *_table(["network", "field lengths", "data sets", "coverage", "linear-response coverage",
                  "half-width / sd", "s per data set", "draws converged"], bands), "",
         "The audit at N = 10^4 (Gauss-Hermite oracle): coverage of the exact E[mu], E[tau] by "
         "the rectified fixed point's 90% interval (target [0.85, 0.95]; 'poor' is the mlp "
         "trained 20x shorter, solved without a fallback; '-epochs4': trained 4x longer):", "",
-        *_table(["network", "audits", "members", "coverage", "error / sd", "half-width / sd",
+        *_table(["network", "field lengths", "audits", "members", "coverage", "error / sd", "half-width / sd",
                  "network z^2", "audit s / solve s"], audits)]
 
 

@@ -19,7 +19,8 @@ import yaml
 
 from bayes_et import cli
 from bayes_et.data import generate, load_dataset, save_dataset
-from bayes_et.params._serialisation import _digest, load_header, save_model
+from bayes_et.params import load_header, save_model
+from bayes_et.params._serialisation import _digest
 from bayes_et.train import load_run, train_run
 
 ROOT = Path(__file__).resolve().parents[2]
