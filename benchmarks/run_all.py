@@ -323,8 +323,8 @@ def _audit(data: dict) -> list[str]:
         "The audit at N = 10^4 (Gauss-Hermite oracle): coverage of the exact E[mu], E[tau] by "
         "the rectified fixed point's 90% interval (target [0.85, 0.95]; 'poor' is the mlp "
         "trained 20x shorter, solved without a fallback; '-epochs4': trained 4x longer):", "",
-        *_table(["network", "field lengths", "audits", "members", "coverage", "error / sd", "half-width / sd",
-                 "network z^2", "audit s / solve s"], audits)]
+        *_table(["network", "field lengths", "audits", "members", "coverage", "error / sd",
+                 "half-width / sd", "network z^2", "audit s / solve s"], audits)]
 
 
 def render() -> str:

@@ -39,7 +39,8 @@ class ResidualField(eqx.Module):
     """Per statistic j a GP with squared-exponential kernel
     s_j^2 exp(-sum_c (z_c - z'_c)^2 / 2 l_jc^2), one length per coordinate c of the
     standardised eta z (a plate's members share some coordinates and spread along others,
-    and the error varies on its own scale along each), conditioned on residuals at z_i with noise variances v_ij:
+    and the error varies on its own scale along each), conditioned on residuals at z_i with
+    noise variances v_ij:
     `alpha` = K_y^-1 r and `chol_inv` the inverse of the Cholesky factor of K_y = K + diag v
     (so the variance and the draws are matrix products: fast for a plate of members).
     `correlation` is the Cholesky factor C of the statistics' correlation R = C C' (None:
@@ -124,7 +125,8 @@ class ResidualField(eqx.Module):
               per_coordinate: bool = True) -> ResidualField:
         """A template of n held-out eta (for loading; `correlated`: with a correlation,
         `per_coordinate`: one length per coordinate, else one, as an earlier version)."""
-        return cls(jnp.zeros((n, d)), jnp.zeros((k, d) if per_coordinate else k), jnp.zeros(k), jnp.zeros((k, n, n)),
+        return cls(jnp.zeros((n, d)), jnp.zeros((k, d) if per_coordinate else k),
+                   jnp.zeros(k), jnp.zeros((k, n, n)),
                    jnp.zeros((n, k)), jnp.zeros((n, k)), jnp.zeros((d, NUM_FEATURES)),
                    jnp.zeros(NUM_FEATURES), jnp.zeros((k, k)) if correlated else None)
 
@@ -185,7 +187,7 @@ def fit_field(z: np.ndarray, residual: np.ndarray, raw_var: np.ndarray, noise: n
         r, u, e = residual[fitted, j], raw_var[fitted, j], noise[fitted, j]
         rms = np.sqrt(np.mean(r**2)) or 1.0
         cost = lambda p, args=(sq, r, u, e): _neg_log_lik(p, *args)[0]
-        one_length = lambda p: cost(np.r_[np.repeat(p[0], d), p[1:]])
+        one_length = lambda p, cost=cost: cost(np.r_[np.repeat(p[0], d), p[1:]])
         grid = [np.log([length, signal * rms, nugget]) for length in LENGTHSCALES
                 for signal in SIGNALS for nugget in NUGGETS]
         bounds = BOUNDS + np.array([0.0, np.log(rms), 0.0])[:, None]
