@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -344,11 +344,23 @@ def _rectified(provider, oracle, sample: Sample | None, size: int) -> MomentProv
     return Rectified(provider, oracle, jnp.zeros(size).at[sample.rows].set(sample.weight))
 
 
+class Audited(NamedTuple):
+    """One audited factor's answers at its members: the Sample, the oracle's mean minus the
+    fixed point's, the oracle's MC covariance (None: exact), its Jacobian (None: not
+    exact), its mean, and the network's full answers there (None: not asked)."""
+
+    sample: Sample
+    residual: np.ndarray
+    oracle_cov: np.ndarray | None
+    oracle_jacobian: np.ndarray | None
+    oracle_mean: np.ndarray
+    network: Moments | None
+
+
 def _answers_at(model, providers, oracles, etas, means, rows_of, key,
-                network: bool = True) -> dict:
-    """Per audited factor: (its Sample, oracle - network at its rows, the oracle's MC covariance or
-    None, its exact Jacobian or None, the oracle's answers, the network's full answers
-    there, or None without `network`)."""
+                network: bool = True) -> dict[int, Audited]:
+    """Per audited factor, its answers at its members (the network's only with
+    `network`)."""
     out = {}
     for a, sample in rows_of.items():
         rows = sample.rows
@@ -363,9 +375,9 @@ def _answers_at(model, providers, oracles, etas, means, rows_of, key,
                        True) if network else None
         truth_jac = None if not oracle.exact else np.asarray(
             _oracle_jacobian(oracle, eta_rows, key), np.float64)
-        out[a] = (sample, truth_mean - np.asarray(means[a], np.float64)[rows],
-                  None if truth.cov is None else np.asarray(truth.cov, np.float64), truth_jac,
-                  truth_mean, net)
+        out[a] = Audited(sample, truth_mean - np.asarray(means[a], np.float64)[rows],
+                         None if truth.cov is None else np.asarray(truth.cov, np.float64),
+                         truth_jac, truth_mean, net)
     return out
 
 
@@ -381,9 +393,10 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
     oracles = {names.index(n): o for n, o in audit.oracles.items()}
     rows_of = {a: _draw_members(audit, etas[a], a) for a in oracles}
     first = _answers_at(model, providers, oracles, etas, means, rows_of, key)
-    z2 = {names[a]: _z2(delta, None if net.cov is None else np.asarray(net.cov, np.float64),
-                        cov, np.asarray(net.flags))
-          for a, (_, delta, cov, _, _, net) in first.items()}
+    z2 = {names[a]: _z2(f.residual, None if f.network.cov is None
+                        else np.asarray(f.network.cov, np.float64), f.oracle_cov,
+                        np.asarray(f.network.flags))
+          for a, f in first.items()}
     answers, method, solved = first, "newton", None
     if all(o.exact for o in oracles.values()):
         # iterate the rectified sweeps to their fixed point (one Newton step is not enough
@@ -422,7 +435,7 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
                        shaped(mean_hi), z2, {names[a]: r.rows for a, r in rows_of.items()},
                        {names[a]: np.asarray(start[a], np.float64)[r.rows]
                         for a, r in rows_of.items()},
-                       {names[a]: v[4] for a, v in first.items()}, method,
+                       {names[a]: f.oracle_mean for a, f in first.items()}, method,
                        time.perf_counter() - began)
 
 
@@ -441,7 +454,7 @@ def _step_and_interval(model, providers, etas, means, force, audited, answers, k
                                                                      strict=True))
     jac = list(jacobians(providers, etas, key, force))
     for a in audited:  # the sweep's Jacobian rectified as its residual is: by the sample
-        sample, _, _, truth_jac, _, _ = answers[a]
+        sample, truth_jac = answers[a].sample, answers[a].oracle_jacobian
         if truth_jac is not None:
             rows, weight = sample.rows, sample.weight[:, None, None]
             jac[a] = jac[a].at[rows].add(weight * (truth_jac - jac[a][rows]))
@@ -449,7 +462,8 @@ def _step_and_interval(model, providers, etas, means, force, audited, answers, k
     count = units[0].shape[0]
     total, parts, dof, known = np.zeros(count), [], [], np.zeros((count, count))
     for a in audited:
-        sample, delta, oracle_cov, _, _, _ = answers[a]
+        sample, delta, oracle_cov = (answers[a].sample, answers[a].residual,
+                                     answers[a].oracle_cov)
         effects = np.asarray(_member_effects(model, means, a, tuple(near),
                                              jnp.asarray(sample.rows)), np.float64)  # (n,K,d)
         d = np.einsum("nkd,nd->nk", effects, delta)
