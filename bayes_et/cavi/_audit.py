@@ -462,8 +462,7 @@ def _step_and_interval(model, providers, etas, means, force, audited, answers, k
     count = units[0].shape[0]
     total, parts, dof, known = np.zeros(count), [], [], np.zeros((count, count))
     for a in audited:
-        sample, delta, oracle_cov = (answers[a].sample, answers[a].residual,
-                                     answers[a].oracle_cov)
+        sample, delta, oracle_cov = answers[a].sample, answers[a].residual, answers[a].oracle_cov
         effects = np.asarray(_member_effects(model, means, a, tuple(near),
                                              jnp.asarray(sample.rows)), np.float64)  # (n,K,d)
         d = np.einsum("nkd,nd->nk", effects, delta)
