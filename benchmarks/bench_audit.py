@@ -49,6 +49,7 @@ from bayes_et.cavi import (
     NetworkMoments,
     WithFallback,
     audit_result,
+    band_limits,
     examples,
     run_cavi,
 )
@@ -148,7 +149,7 @@ def band(run: Path, num: int, exposure: np.ndarray, first: int = 0) -> dict:
         truth, sd = quantities(exact.mean_stats), posterior_sd(exact)
         draws = np.stack([learned.draws["mean_stats"]["mu"][:, 0],
                           learned.draws["mean_stats"]["tau"][:, 1]], 1)
-        lo, hi = np.quantile(draws, (0.05, 0.95), axis=0)
+        lo, hi = band_limits(draws)
         inside.append((lo <= truth) & (truth <= hi))
         print(f"  band data set {seed}: network off by "
               f"{np.abs(quantities(learned.mean_stats) - truth) / sd} sd, half-width "
@@ -158,7 +159,7 @@ def band(run: Path, num: int, exposure: np.ndarray, first: int = 0) -> dict:
         response = learned.draws["eta_linear_response"]
         lr = np.stack([-response["mu"][:, 0] / (2 * response["mu"][:, 1]),
                        (response["tau"][:, 0] + 1) / -response["tau"][:, 1]], 1)
-        lr_lo, lr_hi = np.quantile(lr, (0.05, 0.95), axis=0)
+        lr_lo, lr_hi = band_limits(lr)
         inside_lr.append((lr_lo <= truth) & (truth <= lr_hi))
         agreement.append(np.abs(np.array([lr_lo, lr_hi]) - np.array([lo, hi])).max(0)
                          / np.maximum(hi - lo, 1e-300))

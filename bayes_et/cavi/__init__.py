@@ -17,12 +17,13 @@ from ._providers import (
     on_rows,
 )
 from ._run import CAVIConfig, audit_answers, cavi_run, fallback_answers, load_cavi_config
-from ._solver import CAVIResult, SolverSettings, audit_result, run_cavi
+from ._solver import CAVIResult, SolverSettings, audit_result, band_limits, run_cavi
 
 __all__ = [
     "Audit", "AuditResult", "AuditSettings", "Block", "CAVIConfig", "CAVIModel", "CAVIResult",
     "ExactMoments", "Factor", "Model", "MomentFlag", "MomentProvider", "Moments",
     "NetworkMoments", "NetworkSettings", "SamplingMoments", "SolverSettings", "Stat",
-    "WithFallback", "audit_answers", "audit_result", "cavi_run", "examples", "fallback_answers",
-    "flag_names", "flag_where", "load_cavi_config", "model_from_config", "on_rows", "run_cavi",
+    "WithFallback", "audit_answers", "audit_result", "band_limits", "cavi_run", "examples",
+    "fallback_answers", "flag_names", "flag_where", "load_cavi_config", "model_from_config",
+    "on_rows", "run_cavi",
 ]

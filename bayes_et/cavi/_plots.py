@@ -13,6 +13,8 @@ from bayes_et.expfam import ExponentialFamily
 from bayes_et.expfam._quadrature import _coarse_grid
 from bayes_et.train._plots import plt
 
+from ._solver import band_limits
+
 GRID = 400
 KEEP_NATS = 12.0
 
@@ -69,8 +71,8 @@ def plot_cavi(result, families: dict[str, ExponentialFamily], path: Path,
         x, q = density_grid(family, result.eta[name])
         if result.draws is not None:
             dens = np.stack([density_on(family, e, x) for e in result.draws["eta"][name]])
-            lo, hi = np.quantile(dens, (0.05, 0.95), axis=0)
-            ax.fill_between(x, lo, hi, color="C1", alpha=0.35, lw=0,
+            lo, hi = band_limits(dens)
+            ax.fill_between(x, np.maximum(lo, 0.0), hi, color="C1", alpha=0.35, lw=0,
                             label="90% band (function draws)")
         ax.plot(x, q, color="C0", label="q at the fixed point")
         ax.set(xlabel=name, ylabel="density", title=f"q({name}): {type(family).__name__}")
@@ -86,7 +88,7 @@ def _plot_plate(ax, result, name: str, family: ExponentialFamily) -> None:
     order = np.argsort(mean)
     rank = np.arange(len(mean))
     if result.draws is not None:
-        lo, hi = np.quantile(result.draws["mean_stats"][name][..., 0], (0.05, 0.95), axis=0)
+        lo, hi = band_limits(result.draws["mean_stats"][name][..., 0])
         ax.fill_between(rank, lo[order], hi[order], color="C1", alpha=0.35, lw=0,
                         label="90% band (function draws)")
     ax.plot(rank, mean[order], color="C0", lw=1, label="fixed point")
