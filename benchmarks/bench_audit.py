@@ -68,6 +68,7 @@ NUM_DRAWS = 32
 BAND_TARGET = (0.80, 0.98)
 AUDIT_TARGET = (0.85, 0.95)
 AUDIT_N = 10_000
+BAND_RULE = "mean ± t·sd·√(1+1/S)"  # band_limits; before: the draws' 5% and 95% quantiles
 
 
 def data_config(real: dict, exposure_range) -> Path:
@@ -175,7 +176,8 @@ def band(run: Path, num: int, exposure: np.ndarray, first: int = 0) -> dict:
         "linear_response_vs_draws_max_endpoint_gap_over_width": dict(zip(
             ("E[mu]", "E[tau]"), np.median(agreement, 0).tolist(), strict=True)),
         "seconds_per_dataset_with_draws": float(np.median(seconds)),
-        "draws_converged": f"{converged}/{num * NUM_DRAWS}", "target": BAND_TARGET}
+        "draws_converged": f"{converged}/{num * NUM_DRAWS}", "target": BAND_TARGET,
+        "rule": BAND_RULE}
     print(f"  band: coverage {out['coverage']}, LR {out['coverage_linear_response']}, "
           f"half-width/sd {out['median_half_width_over_sd']}", flush=True)
     return out

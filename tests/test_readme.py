@@ -53,6 +53,21 @@ def _audit(ns):  # the audit: an interval around the rectified answer, oracle ro
     assert abs(audit.mean_stats["mu"][0] - exact) <= 3 * (hi[0] - lo[0]) / (2 * 1.645)
 
 
+def _multivariate(ns):  # a fixed point of the example builder's updates (the same model)
+    import jax
+
+    from bayes_et.cavi import examples
+
+    result = ns["mv_result"]
+    built = examples.multivariate_poisson_lognormal(ns["y"], ns["o"])
+    means = tuple(np.atleast_2d(result.mean_stats[name]) for name in built.names)
+    assert result.converged
+    with jax.enable_x64(True):  # the solver's precision
+        for i, name in enumerate(built.names):
+            np.testing.assert_allclose(np.atleast_2d(result.eta[name]),
+                                       built.target(i, means), rtol=1e-5, atol=1e-6)
+
+
 def _textbook(ns):  # the closed-form mean-field fixed point
     assert ns["textbook"]
     for name, eta in ns["textbook"].items():
@@ -72,6 +87,7 @@ CHECKS = {
     '{"mu": NetworkMoments(run)}': _quickstart,
     "Audit(": _audit,
     "examples.cancer_data()": _real_data,
+    "examples.scrt_data()": _multivariate,
     "examples.normal_gamma_fixed_point": _textbook,
     "class TiltedCauchy(ExponentialFamily)": _own_family,
 }

@@ -302,17 +302,23 @@ class Model:
         self._terms.append((coef, stats))
         self.build()  # validates the term where it is written
 
-    def product(self, coef, *blocks: Block) -> None:
+    def product(self, coef, *blocks: Block, form: str | None = None) -> None:
         """Add sum_j coef[j_1, ..., j_k] prod_k T_{block k}[j_k]: an inner product over the
-        blocks' components in one call (e.g. mu^T Lambda z_i as coef[a, t, b] = 1 where t is
-        the entry (a, b) of Lambda's lower triangle). coef has one axis per block, its length
-        the block's size, or a leading axis of term rows (per-member coefficients); one term
-        per non-zero entry."""
+        blocks' components in one call. coef has one axis per block, its length the block's
+        size, or a leading axis of term rows (per-member coefficients); one term per
+        non-zero entry. With `form` (a name of FORMS: 'trace' for tr(A B) of two symmetric
+        blocks in lower-triangle layout, 'bilinear' for a^T M b with M's lower triangle the
+        middle block), coef is a number or one per row, times that form's tensor: e.g.
+        `m.product(1.0, mu.block('x'), lam.block('x'), z.block('x'), form='bilinear')`
+        is mu^T Lambda z_i."""
         if not blocks or not all(isinstance(b, Block) for b in blocks):
             raise ValueError("product: give blocks, factor.block('label'); got "
                              f"{[type(b).__name__ for b in blocks]}")
         coef = np.asarray(coef, np.float64)
         sizes = tuple(len(b.stats) for b in blocks)
+        if form is not None:
+            tensor = _form(form, sizes, [b.stats[0].factor for b in blocks])
+            coef = coef.reshape(coef.shape + (1,) * len(blocks)) * tensor
         if coef.shape[coef.ndim - len(blocks):] != sizes or coef.ndim > len(blocks) + 1:
             raise ValueError(f"product: coef of shape {coef.shape}; allowed: {sizes} or "
                              f"(rows, {', '.join(map(str, sizes))}) for the blocks "
@@ -326,19 +332,65 @@ class Model:
         return CAVIModel(dict(self._factors), terms=self._terms)
 
 
+def _side(triangle: int) -> int:
+    """p of a lower triangle of p(p+1)/2 entries (0 if the size is no triangle's)."""
+    p = int(round((np.sqrt(8 * triangle + 1) - 1) / 2))
+    return p if p * (p + 1) // 2 == triangle else 0
+
+
+def trace_form(p: int) -> np.ndarray:
+    """tr(A B) = sum_st F_st tril(A)_s tril(B)_t for symmetric p x p A and B, their lower
+    triangles row-major (the layout of a Wishart's x and of x x^T): F diagonal, 1 for a
+    diagonal entry, 2 off it."""
+    rows, cols = np.tril_indices(p)
+    return np.diag(np.where(rows == cols, 1.0, 2.0))
+
+
+def bilinear_form(p: int) -> np.ndarray:
+    """a^T M b = sum F[i, t, j] a_i tril(M)_t b_j for symmetric p x p M: F[i, t, j] = 1 where
+    t is the lower-triangle entry of (i, j) or (j, i)."""
+    rows, cols = np.tril_indices(p)
+    entry = np.zeros((p, p), int)
+    entry[rows, cols] = entry[cols, rows] = np.arange(len(rows))
+    out = np.zeros((p, len(rows), p))
+    i, j = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    out[i, entry, j] = 1.0
+    return out
+
+
+FORMS = {"trace": trace_form, "bilinear": bilinear_form}
+"""Products with a known tensor, by name (`Model.product(..., form=NAME)`, YAML `form`)."""
+
+
+def _form(name, sizes: tuple[int, ...], factors: list[str]) -> np.ndarray:
+    """The tensor of form `name` for blocks of `sizes`, or a one-line error."""
+    if name not in FORMS:
+        raise ValueError(f"product: form {name!r}; allowed: {sorted(FORMS)}")
+    p = {"trace": _side(sizes[0]), "bilinear": sizes[0]}[name] if sizes else 0
+    tensor = FORMS[name](p) if p else None
+    if tensor is None or tensor.shape != sizes:
+        need = {"trace": "two blocks of p(p+1)/2 (lower triangles)",
+                "bilinear": "blocks of p, p(p+1)/2 and p"}[name]
+        raise ValueError(f"product: form {name!r} of blocks of sizes {sizes} ({factors}); "
+                         f"allowed: {need}")
+    return tensor
+
+
 def model_from_config(spec: dict[str, Any], arrays: dict[str, Any] | None = None) -> CAVIModel:
     """A model from a config mapping: {factors: {name: {family, eta0}}, terms: [{coef,
-    stats: ["z.x", "mu.x", "tau.x"]}], couplings: [{factors: [a, b], A: [[...]]}]}. A
-    statistic may name an index array, "u.x[group]", and eta0 or coef may name an entry of
-    `arrays` (a data array) instead of giving numbers."""
+    stats: ["z.x", "mu.x", "tau.x"]}], products: [{coef, blocks: ["mu.x", "Lambda.x",
+    "z.x"], form: bilinear}], couplings: [{factors: [a, b], A: [[...]]}]}. A statistic or
+    block may name an index array, "u.x[group]", and eta0 or coef may name an entry of
+    `arrays` (a data array) instead of giving numbers. A product is `Model.product`: its
+    coef the whole tensor, or with `form` a number (or one per row) times the form's."""
     arrays = arrays or {}
     if not isinstance(spec, dict) or "factors" not in spec:
         raise ValueError(f"model: expected a mapping with 'factors' (and 'terms' or "
                          f"'couplings'); got {spec!r}")
-    unknown = set(spec) - {"factors", "couplings", "terms"}
+    unknown = set(spec) - {"factors", "couplings", "terms", "products"}
     if unknown:
         raise ValueError(f"model: unknown key(s) {sorted(unknown)}; allowed: couplings, "
-                         "factors, terms")
+                         "factors, products, terms")
     value = lambda v, where: _array(v, arrays, where)
     m, refs = Model(), {}
     if not isinstance(spec["factors"], dict) or not spec["factors"]:
@@ -356,6 +408,18 @@ def model_from_config(spec: dict[str, Any], arrays: dict[str, Any] | None = None
                              f"stats: ['factor.statistic', ...]}}; got {entry!r}")
         stats = [_stat(refs, s, arrays, f"model.terms[{n}].stats") for s in entry["stats"]]
         m.term(value(entry["coef"], f"model.terms[{n}].coef"), *stats)
+    for n, entry in enumerate(spec.get("products") or []):
+        where = f"model.products[{n}]"
+        if not isinstance(entry, dict) or not {"coef", "blocks"} <= set(entry) <= {
+                "coef", "blocks", "form"} or not isinstance(entry["blocks"], list):
+            raise ValueError(f"{where}: expected {{coef: number, array or array name, blocks: "
+                             f"['factor.statistic', ...], form: {' or '.join(FORMS)} "
+                             f"(optional)}}; got {entry!r}"[:300])
+        blocks = [_stat(refs, b, arrays, f"{where}.blocks", block=True) for b in entry["blocks"]]
+        try:
+            m.product(value(entry["coef"], f"{where}.coef"), *blocks, form=entry.get("form"))
+        except ValueError as error:
+            raise ValueError(f"config key '{where}': {error}") from None
     model = m.build()
     couplings = {}
     for n, entry in enumerate(spec.get("couplings") or []):
@@ -384,7 +448,9 @@ def _array(value, arrays: dict, where: str):
                          f"of a data array {sorted(arrays)}") from None
 
 
-def _stat(refs: dict[str, FactorRef], text, arrays: dict, where: str) -> Stat:
+def _stat(refs: dict[str, FactorRef], text, arrays: dict, where: str, block: bool = False
+          ) -> Stat | Block:
+    """The statistic (or, `block`, every component of it) that "factor.label[index]" names."""
     if not isinstance(text, str) or "." not in text:
         raise ValueError(f"config key '{where}': got {text!r}; allowed: 'factor.statistic' or "
                          "'factor.statistic[index array]'")
@@ -395,7 +461,7 @@ def _stat(refs: dict[str, FactorRef], text, arrays: dict, where: str) -> Stat:
     if name not in refs:
         raise ValueError(f"config key '{where}': {text!r} names no factor; allowed: "
                          f"{sorted(refs)}")
-    stat = refs[name][label]
+    stat = refs[name].block(label) if block else refs[name][label]
     if index is None:
         return stat
     if index not in arrays:

@@ -304,8 +304,6 @@ def multivariate_poisson_lognormal(counts, offsets=None, prior_mean: float = 0.0
                          f"{scale0.tolist() if scale0.size <= 16 else scale0.shape}")
     rows, cols = np.tril_indices(p)
     half = _tril_convention(p)
-    tril = np.zeros((p, p), int)
-    tril[rows, cols] = tril[cols, rows] = np.arange(len(rows))
     m = Model()
     mu = m.factor("mu", MultivariateNormal(p), np.concatenate(
         [np.full(p, prior_mean / prior_sd**2), -half * np.eye(p)[rows, cols] / prior_sd**2]))
@@ -313,14 +311,9 @@ def multivariate_poisson_lognormal(counts, offsets=None, prior_mean: float = 0.0
         [[(nu0 - p - 1) / 2 + n / 2], -half * np.linalg.inv(scale0)[rows, cols]]))
     z = m.factor("z", MultivariatePoissonLogNormal(p), np.concatenate(
         [y, np.zeros((n, len(rows))), -np.exp(o)], 1))
-    quadratic = -np.diag(half)                           # -tr(Lambda X) / 2 over tril(X)
-    m.product(quadratic, lam.block("x"), z.block("xxT"))  # -tr(Lambda z z^T) / 2
-    m.product(n * quadratic, lam.block("x"), mu.block("xxT"))  # -N tr(Lambda mu mu^T) / 2
-    cross = np.zeros((p, len(rows), p))                  # a^T Lambda b = sum cross a Lambda b
-    for a in range(p):
-        for b in range(p):
-            cross[a, tril[a, b], b] = 1.0
-    m.product(cross, mu.block("x"), lam.block("x"), z.block("x"))      # mu^T Lambda z_i
+    m.product(-0.5, lam.block("x"), z.block("xxT"), form="trace")  # -tr(Lambda z_i z_i^T) / 2
+    m.product(-0.5 * n, lam.block("x"), mu.block("xxT"), form="trace")  # -N tr(L mu mu^T) / 2
+    m.product(1.0, mu.block("x"), lam.block("x"), z.block("x"), form="bilinear")  # mu^T L z_i
     return m.build()
 
 

@@ -4,7 +4,8 @@ its terms, written with Model.product, against the conditionals derived by hand.
 import numpy as np
 import pytest
 
-from bayes_et.cavi import Model, examples, load_cavi_config, run_cavi
+from bayes_et.cavi import Model, examples, load_cavi_config, model_from_config, run_cavi
+from bayes_et.cavi._model import bilinear_form, trace_form
 from bayes_et.expfam import Gaussian, MultivariateNormal
 
 
@@ -95,6 +96,49 @@ def test_product_adds_one_term_per_nonzero_entry_and_checks_its_shape():
         m.product(np.ones(3), a.block("x"), b.block("x"))
     with pytest.raises(ValueError, match="unknown statistic 'y'"):
         a.block("y")
+
+
+def test_the_forms_are_the_trace_and_the_bilinear_form_of_lower_triangles():
+    """On random symmetric 3 x 3 matrices and vectors: tr(A B) and a^T M b, by the forms."""
+    rng = np.random.default_rng(1)
+    a, b, m = (x + x.T for x in rng.normal(size=(3, 3, 3)))
+    u, v = rng.normal(size=(2, 3))
+    rows, cols = np.tril_indices(3)
+    low = lambda x: x[rows, cols]
+    assert np.isclose(low(a) @ trace_form(3) @ low(b), np.trace(a @ b), rtol=1e-12)
+    assert np.isclose(np.einsum("i,itj,t,j->", u, bilinear_form(3), low(m), v), u @ m @ v,
+                      rtol=1e-12)
+
+
+def test_the_yaml_model_with_products_equals_the_python_builder():
+    """The model written as a config (factors and three `products` with forms) gives the
+    builder's CAVI update of every factor at random means (the updates are multilinear)."""
+    rng = np.random.default_rng(2)
+    y, offsets = rng.poisson(3.0, (5, 3)).astype(float), rng.normal(0.0, 0.3, 5)
+    built = examples.multivariate_poisson_lognormal(y, offsets, nu0=5.0)
+    families = {"mu": "MultivariateNormal", "Lambda": "Wishart",
+                "z": "MultivariatePoissonLogNormal"}
+    spec = {"factors": {name: {"family": {"name": families[name], "args": {"d": 3}},
+                               "eta0": f"eta0_{name}"}
+                        for name in built.names},
+            "products": [
+                {"coef": -0.5, "blocks": ["Lambda.x", "z.xxT"], "form": "trace"},
+                {"coef": -2.5, "blocks": ["Lambda.x", "mu.xxT"], "form": "trace"},
+                {"coef": 1.0, "blocks": ["mu.x", "Lambda.x", "z.x"], "form": "bilinear"}]}
+    arrays = {f"eta0_{name}": np.asarray(e if size else e[0]) for name, e, size in zip(
+        built.names, built.eta0, built.sizes, strict=True)}  # a single factor's eta0 is (d,)
+    written = model_from_config(spec, arrays)
+    means = tuple(rng.normal(size=np.shape(e)) for e in built.eta0)
+    for i in range(len(built.names)):
+        np.testing.assert_allclose(written.target(i, means), built.target(i, means),
+                                   rtol=1e-12, atol=1e-12)
+    bad = {**spec, "products": [{"coef": 1.0, "blocks": ["mu.x", "Lambda.x"], "form": "trace"}]}
+    with pytest.raises(ValueError, match=r"model.products\[0\]': product: form 'trace' of "
+                       r"blocks of sizes \(3, 6\)"):
+        model_from_config(bad, arrays)
+    bad["products"][0]["form"] = "outer"
+    with pytest.raises(ValueError, match="form 'outer'; allowed: \\['bilinear', 'trace'\\]"):
+        model_from_config(bad, arrays)
 
 
 @pytest.mark.parametrize("kwargs, message", [
