@@ -132,6 +132,10 @@ def test_the_yaml_model_with_products_equals_the_python_builder():
     for i in range(len(built.names)):
         np.testing.assert_allclose(written.target(i, means), built.target(i, means),
                                    rtol=1e-12, atol=1e-12)
+    per_row = {**spec, "products": [{**spec["products"][0], "coef": "half"},
+                                    *spec["products"][1:]]}  # one coefficient per member
+    rowwise = model_from_config(per_row, {**arrays, "half": np.full(5, -0.5)})
+    np.testing.assert_allclose(rowwise.target(1, means), built.target(1, means), rtol=1e-12)
     bad = {**spec, "products": [{"coef": 1.0, "blocks": ["mu.x", "Lambda.x"], "form": "trace"}]}
     with pytest.raises(ValueError, match=r"model.products\[0\]': product: form 'trace' of "
                        r"blocks of sizes \(3, 6\)"):
