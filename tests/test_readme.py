@@ -99,8 +99,9 @@ def test_every_block_has_exactly_one_check_and_every_check_a_block():
     assert sorted(sig for m in matches for sig in m) == sorted(CHECKS)
 
 
-# The blocks that train networks for minutes run in the slow tier.
-SLOW = {_quickstart, _training, _audit}
+# The blocks that train networks for minutes, or compile the 3-D tensor route, run in the
+# slow tier.
+SLOW = {_quickstart, _training, _audit, _multivariate}
 
 
 def _block(index: int):
