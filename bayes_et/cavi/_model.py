@@ -366,7 +366,7 @@ def _form(name, sizes: tuple[int, ...], factors: list[str]) -> np.ndarray:
     """The tensor of form `name` for blocks of `sizes`, or a one-line error."""
     if name not in FORMS:
         raise ValueError(f"product: form {name!r}; allowed: {sorted(FORMS)}")
-    p = {"trace": _side(sizes[0]), "bilinear": sizes[0]}[name] if sizes else 0
+    p = _side(sizes[0]) if name == "trace" else sizes[0]  # product passes >= 1 block
     tensor = FORMS[name](p) if p else None
     if tensor is None or tensor.shape != sizes:
         need = {"trace": "two blocks of p(p+1)/2 (lower triangles)",
