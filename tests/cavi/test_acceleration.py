@@ -40,7 +40,8 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow)
+                                  if name == "poisson_lognormal" else name for name in MODELS])
 def test_acceleration_reaches_the_plain_fixed_point_in_fewer_sweeps(name):
     build, providers = MODELS[name]
     model = build()

@@ -83,6 +83,7 @@ def test_convex_network_log_partition_matches_its_own_path_integral():
     np.testing.assert_allclose(np.diff(a.elbo), np.diff(b.elbo), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_normal_gamma_with_networks_is_within_kl_1e3_of_exact(trained_runs):
     model = examples.normal_gamma(DATA, **PRIOR)
     providers = {"mu": NetworkMoments(trained_runs["gaussian"]),

@@ -55,7 +55,7 @@ def legendre_moments(eta: np.ndarray, p: int, nodes: int = 60, width: float = 9.
     return weight @ values / weight.sum(), mode
 
 
-@pytest.mark.parametrize("p", [2, 3])
+@pytest.mark.parametrize("p", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_tensor_gauss_hermite_matches_an_independent_product_rule(p):
     """Moments of Gaussian-times-Poisson factors (counts 0 to 12, exposures 0.3 to 3) match
     the Gauss-Legendre product rule to 1e-7 (relative to |value| + 1), no flag raised."""
@@ -71,6 +71,7 @@ def test_tensor_gauss_hermite_matches_an_independent_product_rule(p):
         np.testing.assert_array_less(np.abs(mean - truth) / (np.abs(truth) + 1), 1e-7)
 
 
+@pytest.mark.slow
 def test_two_dimensional_moments_match_scipy_nested_quadrature():
     """E[x1], E[x1 x2] and E[e^x2] of a 2-D factor by scipy.integrate.dblquad (adaptive,
     nested) on the box that holds the mass, against the tensor route: 1e-7."""

@@ -166,8 +166,8 @@ SHARDED = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("kernel, n, block", [
-    pytest.param("nuts", 300, 256, marks=pytest.mark.slow), ("chees", 12, 4)])
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel, n, block", [("nuts", 300, 256), ("chees", 12, 4)])
 def test_two_device_sharding_matches_one_device(kernel, n, block):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu"}

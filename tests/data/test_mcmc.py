@@ -74,7 +74,8 @@ def test_quality_gate_reruns_with_more_draws_and_keeps_flags():
     assert np.all(hard.flags & DataFlag.ESS) and np.all(hard.num_draws == 800)
 
 
-@pytest.mark.parametrize("kernel", sorted(KERNELS))
+@pytest.mark.parametrize("kernel", [pytest.param(k, marks=pytest.mark.slow) if k == "nuts" else k
+                                    for k in sorted(KERNELS)])
 def test_draws_depend_on_eta_id_not_on_chunking(kernel):
     family = Gamma()
     eta = design_eta(family, 6, seed=1)
