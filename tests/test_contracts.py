@@ -1,6 +1,8 @@
-"""Contracts: every registered family, architecture and moment provider meets the same
-checks, so adding one puts it under them (a provider class without a factory below fails)."""
+"""Contracts: every registered family, architecture, moment provider and sampler kernel meets
+the same checks, so adding one puts it under them (a provider class without a factory below,
+or a kernel class left out of the registry, fails)."""
 
+import blackjax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,7 @@ from bayes_et.cavi import (
     WithFallback,
 )
 from bayes_et.cavi._audit import Rectified
-from bayes_et.data import design_eta, resolve_method
+from bayes_et.data import KERNELS, Chains, Kernel, design_eta, resolve_method
 from bayes_et.et import ARCHITECTURES, build
 from bayes_et.expfam import (
     FAMILIES,
@@ -180,3 +182,41 @@ def test_a_design_box_whose_width_overflows_is_refused():
     family = FAMILIES["Gaussian"]()
     with pytest.raises(ValueError, match="hi - lo finite"):
         design_eta(family, 4, box=(np.array([-1e308, -2.0]), np.array([1e308, -1.0])))
+
+
+def test_every_kernel_class_is_registered():
+    ours = {c for c in Kernel.__subclasses__() if c.__module__.startswith("bayes_et")}
+    assert ours == set(KERNELS.values()) and all(KERNELS[c.name] is c for c in ours)
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_kernel_contract(name):
+    """On N(1, diag(1, 4)): warm-up gives chains of arrays only; chains that leave one
+    program and enter another continue exactly as in one program (a re-run resumes); the
+    draws' means are within 4 Monte-Carlo standard errors of the truth."""
+    scale = jnp.array([1.0, 2.0])
+    log_density = lambda u: -0.5 * jnp.sum(((u - 1.0) / scale) ** 2)
+    kernel = KERNELS[name](num_warmup=200, target_accept=0.8, horizon=1000)
+    starts = jax.random.normal(jax.random.key(0), (4, 2))
+    chains = jax.jit(lambda k: kernel.warmup(log_density, k, starts))(jax.random.key(1))
+    assert isinstance(chains, Chains)
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(chains))
+
+    @jax.jit
+    def run(chains, keys):
+        def step(chains, k):
+            chains, _ = kernel.step(log_density, k, chains)
+            return chains, chains.state.position
+        return jax.lax.scan(step, chains, keys)
+
+    keys = jax.random.split(jax.random.key(2), 500)
+    end, draws = run(chains, keys)
+    middle, first = run(chains, keys[:250])
+    middle = jax.tree_util.tree_map(np.asarray, middle)  # through the host
+    resumed_end, second = run(middle, keys[250:])
+    np.testing.assert_array_equal(np.concatenate([first, second]), draws)
+    np.testing.assert_array_equal(resumed_end.state.position, end.state.position)
+    chains_first = jnp.swapaxes(draws, 0, 1)  # (chains, draws, 2)
+    ess = blackjax.diagnostics.effective_sample_size(chains_first, chain_axis=0, sample_axis=1)
+    se = jnp.std(chains_first, axis=(0, 1)) / jnp.sqrt(ess)
+    assert np.all(np.abs(np.mean(chains_first, axis=(0, 1)) - 1.0) <= 4 * se), (name, se)

@@ -11,11 +11,13 @@ from ._dataset import (
 )
 from ._design import design_eta
 from ._generate import generate, moments_dataset, resolve_method
+from ._kernels import KERNELS, Chains, Kernel
 from ._mcmc import MomentEstimate, SamplerSettings, mcmc_moments
 from ._sharding import eta_mesh, map_over_eta
 
 __all__ = [
-    "DataFlag", "DataSettings", "Dataset", "EtaSettings", "MomentEstimate", "SamplerSettings",
+    "KERNELS", "Chains", "DataFlag", "DataSettings", "Dataset", "EtaSettings", "Kernel",
+    "MomentEstimate", "SamplerSettings",
     "design_eta", "eta_mesh", "flag_invalid_rows", "generate", "load_data_config",
     "load_dataset", "map_over_eta", "mcmc_moments", "moments_dataset", "resolve_method",
     "save_dataset", "split_dataset",

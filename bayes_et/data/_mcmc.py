@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from blackjax.adaptation.base import get_filter_adapt_info_fn
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from bayes_et.expfam import ExponentialFamily
 from bayes_et.settings import choice, fail, integer, number, parse, setting
 
 from ._dataset import DataFlag
+from ._kernels import KERNELS
 from ._sharding import eta_mesh, map_over_eta
 
 
@@ -37,63 +36,6 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"mcmc_moments: {name} must be an int >= {minimum}; got {value!r}")
     return int(value)
-
-
-CHEES_STEP_SIZE = 0.5  # ChEES's first step size; dual averaging moves it
-CHEES_LEARNING_RATE = 0.025  # Adam on the log trajectory length (BlackJAX's example)
-
-
-def _nuts_chains(family, eta, key, num_chains, num_warmup, num_samples, target_accept):
-    """(chains, samples, k) T draws: independent NUTS chains, each window-adapted."""
-    log_density = lambda u: family.log_density_unconstrained(u, eta)
-
-    def one_chain(chain_key):
-        init_key, warm_key, sample_key = jax.random.split(chain_key, 3)
-        position = jax.random.normal(init_key, family.support.u_shape(family.x_shape))
-        warmup = blackjax.window_adaptation(
-            blackjax.nuts, log_density, target_acceptance_rate=target_accept,
-            adaptation_info_fn=get_filter_adapt_info_fn(),
-        )
-        (state, params), _ = warmup.run(warm_key, position, num_steps=num_warmup)
-        kernel = blackjax.nuts(log_density, **params)
-
-        def step(state, k):
-            state, _ = kernel.step(k, state)
-            return state, family.stats_from_unconstrained(state.position)
-
-        return jax.lax.scan(step, state, jax.random.split(sample_key, num_samples))[1]
-
-    return jax.vmap(one_chain)(_chain_keys(key, num_chains))
-
-
-def _chees_chains(family, eta, key, num_chains, num_warmup, num_samples, target_accept):
-    """(chains, samples, k) T draws: jittered HMC whose step size, trajectory length and
-    diagonal mass are adapted across the chains together (ChEES); every chain takes the
-    same number of leapfrog steps per draw, so the chains (and a block of eta) run in
-    lockstep."""
-    log_density = lambda u: family.log_density_unconstrained(u, eta)
-    u_shape = family.support.u_shape(family.x_shape)
-    starts = jax.vmap(lambda k: jax.random.normal(jax.random.split(k, 3)[0], u_shape))(
-        _chain_keys(key, num_chains))  # the chains' NUTS starts
-    warm_key, sample_key = jax.random.split(jax.random.fold_in(key, num_chains))
-    warmup = blackjax.chees_adaptation(
-        log_density, num_chains, target_acceptance_rate=target_accept,
-        mass_matrix_estimation="diagonal", adaptation_info_fn=get_filter_adapt_info_fn(),
-    )
-    (states, params), _ = warmup.run(warm_key, starts, CHEES_STEP_SIZE,
-                                     optax.adam(CHEES_LEARNING_RATE), num_warmup,
-                                     max_sampling_steps=num_samples)
-    kernel = blackjax.dynamic_hmc(log_density, **params)
-
-    def step(states, k):
-        states, _ = jax.vmap(kernel.step)(jax.random.split(k, num_chains), states)
-        return states, jax.vmap(family.stats_from_unconstrained)(states.position)
-
-    draws = jax.lax.scan(step, states, jax.random.split(sample_key, num_samples))[1]
-    return jnp.swapaxes(draws, 0, 1)
-
-
-KERNELS = {"nuts": _nuts_chains, "chees": _chees_chains}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,57 +62,105 @@ class SamplerSettings:
                  "every eta is flagged)")
 
 
-def _chain_keys(key, num_chains):
-    return jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.arange(num_chains))
+RERUN_ROWS = 4  # eta per device in a re-run's program (one at a time: no lanes)
+
+
+class _Programs(NamedTuple):
+    """Per-device programs of one family and sampler: `first` warms up and draws the first
+    block, `more` continues chains by one block."""
+
+    first: Callable
+    more: Callable
 
 
 @functools.cache
-def _sampler(family: ExponentialFamily, kernel: str, num_chains: int, num_warmup: int,
-             num_samples: int, target_accept: float, block: int):
-    """Per-device function: (eta (m, k), ids (m,), attempt, key) -> (T draws, ess, rhat).
+def _programs(family: ExponentialFamily, sampler: SamplerSettings, block: int) -> _Programs:
+    """`first`: (eta (m, k), ids (m,), key) -> (chains, T draws (m, chains, S, k)), the m eta
+    in blocks of `block` (vmapped inside a block, blocks in sequence: an eta's arithmetic
+    depends only on its lane in the block, and XLA's vectorised code is lane-dependent in
+    the last bit, which a sampler amplifies, so the draws do not depend on how eta are
+    spread over devices and chunks of a multiple of `block`).
 
-    The m eta run in blocks of `block` (vmapped inside a block, blocks in sequence): an
-    eta's arithmetic then depends only on its lane in the block (XLA's vectorised code is
-    lane-dependent in the last bit, which a sampler amplifies), so the draws do not depend
-    on how eta are spread over devices and chunks of a multiple of `block`.
+    `more`: (eta, ids, chains, block index, key) -> (chains, T draws), one eta after
+    another (no lanes at all), the same program for every re-run.
+
+    An eta's key is fold_in(key, eta_id), split into its starts', warm-up's and draws'
+    keys; block b of its draws uses fold_in(draws' key, b).
     """
-    chains = KERNELS[kernel]
+    kernel = KERNELS[sampler.kernel](
+        sampler.num_warmup, sampler.target_accept,
+        horizon=sampler.num_samples * 2**sampler.max_retries)
+    u_shape = family.support.u_shape(family.x_shape)
 
-    def one_eta(eta, eta_id, attempt, key):
-        key = jax.random.fold_in(jax.random.fold_in(key, eta_id), attempt)
-        draws = chains(family, eta, key, num_chains, num_warmup, num_samples, target_accept)
-        ess = blackjax.diagnostics.effective_sample_size(draws, chain_axis=0, sample_axis=1)
-        rhat = blackjax.diagnostics.potential_scale_reduction(draws, chain_axis=0, sample_axis=1)
-        return draws, ess, rhat
+    def draw_block(eta, eta_id, chains, index, key):
+        log_density = lambda u: family.log_density_unconstrained(u, eta)
+        draw_key = jax.random.split(jax.random.fold_in(key, eta_id), 3)[2]
 
-    def per_device(eta, ids, attempt, key):
+        def step(chains, k):
+            chains, _ = kernel.step(log_density, k, chains)
+            return chains, jax.vmap(family.stats_from_unconstrained)(chains.state.position)
+
+        keys = jax.random.split(jax.random.fold_in(draw_key, index), sampler.num_samples)
+        chains, draws = jax.lax.scan(step, chains, keys)
+        return chains, jnp.swapaxes(draws, 0, 1)
+
+    def first_one(eta, eta_id, key):
+        start_key, warm_key, _ = jax.random.split(jax.random.fold_in(key, eta_id), 3)
+        starts = jax.random.normal(start_key, (sampler.num_chains, *u_shape))
+        log_density = lambda u: family.log_density_unconstrained(u, eta)
+        chains = kernel.warmup(log_density, warm_key, starts)
+        return draw_block(eta, eta_id, chains, 0, key)
+
+    def first(eta, ids, key):
         blocks = (eta.reshape(-1, block, eta.shape[-1]), ids.reshape(-1, block))
-        run_block = jax.vmap(one_eta, in_axes=(0, 0, None, None))
-        out = jax.lax.map(lambda b: run_block(*b, attempt, key), blocks)
+        out = jax.lax.map(lambda b: jax.vmap(first_one, (0, 0, None))(*b, key), blocks)
         return jax.tree_util.tree_map(lambda o: o.reshape(-1, *o.shape[2:]), out)
 
-    return per_device
+    def more(eta, ids, chains, index, key):
+        return jax.lax.map(lambda row: draw_block(*row, index, key), (eta, ids, chains))
+
+    return _Programs(first, more)
 
 
-def _estimate(family, eta, ids, key, attempt, *, kernel, num_chains, num_warmup, num_samples,
-              target_accept, rhat_max, ess_min, mesh, block) -> MomentEstimate:
-    fn = _sampler(family, kernel, num_chains, num_warmup, num_samples, target_accept, block)
-    draws, ess, rhat = map_over_eta(
-        fn, mesh, eta.astype(np.float32), ids.astype(np.int32),
-        replicated=(jnp.int32(attempt), key), block=block,
-    )
-    flat = draws.astype(np.float64).reshape(len(eta), -1, family.eta_dim)
+@jax.jit
+def _diagnostics(draws):
+    """Per-statistic ESS and split R-hat of (n, chains, draws, k) T draws."""
+    per_eta = lambda d: (
+        blackjax.diagnostics.effective_sample_size(d, chain_axis=0, sample_axis=1),
+        blackjax.diagnostics.potential_scale_reduction(d, chain_axis=0, sample_axis=1))
+    return jax.vmap(per_eta)(draws)
+
+
+def _estimate(draws: np.ndarray, sampler: SamplerSettings) -> MomentEstimate:
+    """The moments of (n, chains, draws, k) T draws, and the quality gate's flags."""
+    ess, rhat = (np.asarray(a, np.float64) for a in _diagnostics(draws))
+    n, _, num_draws, k = draws.shape
+    flat = draws.astype(np.float64).reshape(n, -1, k)
     mu = flat.mean(axis=1)
     centred = flat - mu[:, None, :]
     cov = np.einsum("nsi,nsj->nij", centred, centred) / flat.shape[1]
-    ess, rhat = ess.astype(np.float64), rhat.astype(np.float64)
     finite = np.isfinite(mu).all(1) & np.isfinite(ess).all(1) & np.isfinite(rhat).all(1)
     flags = (
-        np.where((rhat > rhat_max).any(1), DataFlag.RHAT, 0)
-        | np.where((ess < ess_min).any(1), DataFlag.ESS, 0)
+        np.where((rhat > sampler.rhat_max).any(1), DataFlag.RHAT, 0)
+        | np.where((ess < sampler.ess_min).any(1), DataFlag.ESS, 0)
         | np.where(finite, 0, DataFlag.NONFINITE)
     ).astype(np.int32)
-    return MomentEstimate(mu, cov, ess, rhat, flags, np.full(len(eta), num_samples))
+    return MomentEstimate(mu, cov, ess, rhat, flags, np.full(n, num_draws))
+
+
+def _rows(tree, rows: np.ndarray):
+    return jax.tree_util.tree_map(lambda a: a[rows], tree)
+
+
+def _continue(programs: _Programs, mesh, eta, ids, chains, index: int, key):
+    """One more block of draws for every row, RERUN_ROWS eta per device at a time (one
+    program shape for any number of rows)."""
+    rows = mesh.size * RERUN_ROWS
+    parts = [map_over_eta(programs.more, mesh, eta[s:s + rows], ids[s:s + rows],
+                          jax.tree_util.tree_map(lambda a, s=s: a[s:s + rows], chains),
+                          replicated=(jnp.int32(index), key), block=RERUN_ROWS)
+             for s in range(0, len(eta), rows)]
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
 
 
 def mcmc_moments(
@@ -191,13 +181,13 @@ def mcmc_moments(
     (each chain with its own window adaptation of step size and diagonal mass) or
     ``chees`` (jittered HMC, step size, trajectory length and diagonal mass adapted across
     the eta's chains together by ChEES; all chains take the same leapfrog steps, so a
-    batch runs in lockstep). Keys are
-    ``fold_in(fold_in(fold_in(key, eta_id), attempt), chain)``; with eta in blocks of
-    `block`, results do not depend on the number of devices nor on chunking in multiples
-    of `block` (no key is reused across chunks). ESS and split R-hat
-    are per statistic (blackjax.diagnostics). An eta failing the gate (R-hat > rhat_max or
-    ESS < ess_min) is re-run with twice the draws, up to `max_retries` times; if it still
-    fails it keeps its flag. The eta batch is sharded over `devices` (default: all) and
+    batch runs in lockstep). Each eta's keys come from fold_in(key, eta_id); with eta in
+    blocks of `block`, results do not depend on the number of devices nor on chunking in
+    multiples of `block` (no key is reused across chunks). ESS and split R-hat are per
+    statistic (blackjax.diagnostics). An eta failing the gate (R-hat > rhat_max or
+    ESS < ess_min) continues its chains to twice the draws, up to `max_retries` times (in
+    blocks of `num_samples` draws, by one program compiled once); if it still fails it
+    keeps its flag. The eta batch is sharded over `devices` (default: all) and
     runs in blocks of `block` eta per device (raise it on a GPU).
     """
     eta = np.asarray(family.validate_eta(np.asarray(eta, np.float64)), np.float64)
@@ -207,24 +197,30 @@ def mcmc_moments(
             f"got {eta.shape}"
         )
     checked = parse(SamplerSettings, sampler, "sampler")
-    settings = dict(kernel=checked.kernel, num_chains=checked.num_chains,
-                    num_warmup=checked.num_warmup, target_accept=checked.target_accept,
-                    rhat_max=checked.rhat_max,
-                    ess_min=checked.ess_min, mesh=eta_mesh(devices),
-                    block=_check_count("block", block))
-    num_samples, max_retries = checked.num_samples, checked.max_retries
+    block, mesh = _check_count("block", block), eta_mesh(devices)
     ids = np.arange(len(eta)) if eta_ids is None else np.asarray(eta_ids)
     if ids.shape != (len(eta),):
         raise ValueError(f"mcmc_moments: eta_ids must have shape ({len(eta)},); got {ids.shape}")
-    result = _estimate(family, eta, ids, key, 0, num_samples=num_samples, **settings)
-    for attempt in range(1, max_retries + 1):
-        failed = np.flatnonzero(result.flags)
+    programs = _programs(family, checked, block)
+    eta, ids = eta.astype(np.float32), ids.astype(np.int32)
+    chains, draws = map_over_eta(programs.first, mesh, eta, ids, replicated=(key,), block=block)
+    result = _estimate(draws, checked)
+    failed = np.flatnonzero(result.flags)
+    (chains, draws), index = _rows((chains, draws), failed), 1
+    for attempt in range(1, checked.max_retries + 1):
         if failed.size == 0:
             break
-        retry = _estimate(family, eta[failed], ids[failed], key, attempt,
-                          num_samples=num_samples * 2**attempt, **settings)
+        more = [draws]
+        for _ in range(2 ** (attempt - 1)):  # to twice the draws of the last attempt
+            chains, new = _continue(programs, mesh, eta[failed], ids[failed], chains, index, key)
+            more.append(new)
+            index += 1
+        draws = np.concatenate(more, axis=2)
+        retry = _estimate(draws, checked)
         fields = [np.array(f) for f in result]
         for field, new in zip(fields, retry, strict=True):
             field[failed] = new
         result = MomentEstimate(*fields)
+        still = np.flatnonzero(retry.flags)
+        failed, chains, draws = failed[still], *_rows((chains, draws), still)
     return result

@@ -36,19 +36,22 @@ def _compiled(fn: Callable) -> Callable:
 
 
 def map_over_eta(
-    fn: Callable, mesh: Mesh, *batched: np.ndarray, replicated=(), block: int = 1
-) -> list:
+    fn: Callable, mesh: Mesh, *batched, replicated=(), block: int = 1
+):
     """fn(*batched_shard, *replicated) on each device's slice of the leading axis.
 
-    Inputs are padded by repeating the last row (each device gets a multiple of `block`
-    rows); outputs (a tuple of arrays with the
-    batch axis first) are trimmed back and returned as NumPy arrays, gathered from every
-    host when several take part (`jax.distributed`).
+    `batched` are arrays or pytrees of arrays with the batch axis first. Inputs are padded
+    by repeating the last row (each device gets a multiple of `block` rows); outputs (a
+    pytree of arrays with the batch axis first) are trimmed back and returned as NumPy
+    arrays in the same pytree, gathered from every host when several take part
+    (`jax.distributed`).
     """
-    n = batched[0].shape[0]
+    leaves, treedef = jax.tree_util.tree_flatten(batched)
+    n = leaves[0].shape[0]
     size = padded_size(n, mesh.size, block)
     sharding = NamedSharding(mesh, PartitionSpec("eta"))
-    padded = [np.concatenate([b, np.repeat(b[-1:], size - n, axis=0)]) for b in batched]
+    padded = [np.concatenate([b, np.repeat(b[-1:], size - n, axis=0)]) for b in
+              map(np.asarray, leaves)]
     inputs = [
         jax.make_array_from_callback(p.shape, sharding, lambda index, p=p: p[index])
         for p in padded
@@ -58,7 +61,9 @@ def map_over_eta(
     for shards in zip(*(x.addressable_shards for x in inputs), strict=True):
         device = shards[0].device
         local = jax.device_put(replicated, device)
-        shard_outputs.append(jax.tree_util.tree_leaves(program(*(s.data for s in shards), *local)))
+        args = jax.tree_util.tree_unflatten(treedef, [s.data for s in shards])
+        out_leaves, out_tree = jax.tree_util.tree_flatten(program(*args, *local))
+        shard_outputs.append(out_leaves)
     outputs = []
     for leaves in zip(*shard_outputs, strict=True):
         shape = (size, *leaves[0].shape[1:])
@@ -66,4 +71,4 @@ def map_over_eta(
         if jax.process_count() > 1:
             array = multihost_utils.process_allgather(array, tiled=True)
         outputs.append(np.asarray(array)[:n])
-    return outputs
+    return jax.tree_util.tree_unflatten(out_tree, outputs)

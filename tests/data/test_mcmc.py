@@ -1,11 +1,15 @@
 """MCMC moments (NUTS, ChEES-HMC) against exact ones: the error bars must be honest."""
 
+import blackjax
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from blackjax.adaptation.base import get_filter_adapt_info_fn
 
-from bayes_et.data import DataFlag, design_eta, mcmc_moments
-from bayes_et.data._mcmc import KERNELS
+from bayes_et.data import KERNELS, DataFlag, design_eta, mcmc_moments
+from bayes_et.data._kernels import CHEES_LEARNING_RATE, CHEES_STEP_SIZE, ChEES
 from bayes_et.expfam import (
     Beta,
     Gamma,
@@ -74,16 +78,51 @@ def test_quality_gate_reruns_with_more_draws_and_keeps_flags():
     assert np.all(hard.flags & DataFlag.ESS) and np.all(hard.num_draws == 800)
 
 
+class CountedGamma(Gamma):
+    """A Gamma that counts how often its log density is traced (a new program)."""
+
+    traces = 0
+
+    def log_density_unconstrained(self, u, eta):
+        CountedGamma.traces += 1
+        return super().log_density_unconstrained(u, eta)
+
+
+# a gate that some of the eta below fail at 200 draws per chain and pass at 400
+GATE = {"nuts": 200.0, "chees": 800.0}
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_a_rerun_continues_the_failing_chains_in_one_program_compiled_once(kernel):
+    family = CountedGamma()
+    eta = design_eta(family, 12, seed=2)
+    sampler = dict(kernel=kernel, num_warmup=100, num_samples=200, ess_min=GATE[kernel])
+    first = mcmc_moments(family, eta, jax.random.key(1), {**sampler, "max_retries": 0})
+    once = mcmc_moments(family, eta, jax.random.key(1), {**sampler, "max_retries": 1})
+    rerun = first.flags != 0
+    assert 0 < rerun.sum() < len(eta)
+    assert np.array_equal(once.num_draws, np.where(rerun, 400, 200))
+    for a, b in zip(once[:4], first[:4], strict=True):  # the passing eta are not redone
+        np.testing.assert_array_equal(a[~rerun], b[~rerun])
+    assert np.all(once.ess[rerun].min(1) > first.ess[rerun].min(1))
+    traced = CountedGamma.traces
+    more = mcmc_moments(family, eta[:7], jax.random.key(2), {**sampler, "max_retries": 1})
+    assert np.any(more.num_draws == 400) and CountedGamma.traces == traced
+
+
 @pytest.mark.parametrize("kernel", [pytest.param(k, marks=pytest.mark.slow) if k == "nuts" else k
                                     for k in sorted(KERNELS)])
 def test_draws_depend_on_eta_id_not_on_chunking(kernel):
     family = Gamma()
     eta = design_eta(family, 6, seed=1)
-    settings = dict(kernel=kernel, num_warmup=100, num_samples=200, ess_min=0, max_retries=0)
+    settings = dict(kernel=kernel, num_warmup=100, num_samples=200, ess_min=GATE[kernel],
+                    max_retries=1)
     whole = mcmc_moments(family, eta, jax.random.key(5), settings, block=2)
+    assert len(set(whole.num_draws)) == 2  # re-runs included
     part = mcmc_moments(family, eta[2:], jax.random.key(5), settings, eta_ids=np.arange(2, 6),
                         block=2)
-    np.testing.assert_array_equal(part.mu_T, whole.mu_T[2:])
+    for a, b in zip(part, whole, strict=True):
+        np.testing.assert_array_equal(a, b[2:])
     other_ids = mcmc_moments(family, eta[2:], jax.random.key(5), settings, block=2)  # ids 0..3
     assert not np.allclose(other_ids.mu_T, whole.mu_T[2:])
 
@@ -102,3 +141,25 @@ def test_bad_sampler_arguments():
         mcmc_moments(family, eta, jax.random.key(0), {"target_accept": 1.5})
     with pytest.raises(ValueError, match=r"eta\['x'\] < 0"):
         mcmc_moments(family, np.array([[0.0, 1.0]]), jax.random.key(0))
+
+
+def test_chees_steps_are_blackjax_steps_with_the_adaptation_s_own_parameters():
+    """ChEES's chains carry arrays only, so its step rebuilds BlackJAX's jittered kernel
+    (the Halton jitter of the trajectory): it must take the very steps of the kernel that
+    BlackJAX's adaptation returns."""
+    log_density = lambda u: -0.5 * jnp.sum(u**2 * jnp.array([1.0, 9.0]))
+    starts = jax.random.normal(jax.random.key(0), (4, 2))
+    kernel = ChEES(num_warmup=100, target_accept=0.8, horizon=300)
+    adaptation = blackjax.chees_adaptation(
+        log_density, 4, target_acceptance_rate=0.8, mass_matrix_estimation="diagonal",
+        adaptation_info_fn=get_filter_adapt_info_fn())
+    (state, params), _ = adaptation.run(jax.random.key(1), starts, CHEES_STEP_SIZE,
+                                        optax.adam(CHEES_LEARNING_RATE), 100,
+                                        max_sampling_steps=300)
+    theirs = blackjax.dynamic_hmc(log_density, **params)
+    chains = kernel.warmup(log_density, jax.random.key(1), starts)
+    np.testing.assert_array_equal(chains.state.position, state.position)
+    for k in jax.random.split(jax.random.key(2), 60):
+        state, _ = jax.vmap(theirs.step)(jax.random.split(k, 4), state)
+        chains, _ = kernel.step(log_density, k, chains)
+    np.testing.assert_array_equal(chains.state.position, state.position)
