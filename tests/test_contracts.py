@@ -2,6 +2,8 @@
 the same checks, so adding one puts it under them (a provider class without a factory below,
 or a kernel class left out of the registry, fails)."""
 
+import re
+
 import blackjax
 import equinox as eqx
 import jax
@@ -22,11 +24,13 @@ from bayes_et.data import KERNELS, Chains, Kernel, design_eta, resolve_method
 from bayes_et.et import ARCHITECTURES, build
 from bayes_et.expfam import (
     FAMILIES,
+    ROUTES,
     Gamma,
+    Route,
     build_family,
     exact_moments,
-    exact_route,
     family_spec,
+    pick_route,
     quadrature_moments,
     same_family,
 )
@@ -49,7 +53,8 @@ def test_family_contract(name):
     direct = family.compute_stats(family.support.forward(u) if family.support.u_size == 1
                                   else jax.vmap(family.support.forward)(u))
     np.testing.assert_allclose(stats, direct, rtol=1e-5, atol=1e-6)
-    route = exact_route(family)  # the one rule: the generator and the provider follow it
+    route = pick_route(family, robust=True)  # the one rule: generator and provider follow it
+    route = None if route is None else route.name
     assert resolve_method(family, "auto") == (route or "mcmc")
     if route is None:
         with pytest.raises(ValueError, match="mcmc_moments"):
@@ -220,3 +225,35 @@ def test_kernel_contract(name):
     ess = blackjax.diagnostics.effective_sample_size(chains_first, chain_axis=0, sample_axis=1)
     se = jnp.std(chains_first, axis=(0, 1)) / jnp.sqrt(ess)
     assert np.all(np.abs(np.mean(chains_first, axis=(0, 1)) - 1.0) <= 4 * se), (name, se)
+
+
+def test_every_route_class_is_registered():
+    ours = {c for c in Route.__subclasses__() if c.__module__.startswith("bayes_et")}
+    assert ours == {type(r) for r in ROUTES.values()}
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_route_contract(route, name):
+    """A route either takes a family - the provider built on it answers valid eta finitely,
+    as the family's robust exact moments do where it has them - or is refused with its own
+    reason, by the provider and by the data generator alike."""
+    family = FAMILIES[name]()
+    why = ROUTES[route].refusal(family)
+    if why is not None:
+        with pytest.raises(ValueError, match=re.escape(why)):
+            ExactMoments(family, route)
+        if route != "gauss_hermite":  # not a data method
+            with pytest.raises(ValueError, match=re.escape(why)):
+                resolve_method(family, route)
+        return
+    eta = design_eta(family, 3, seed=4)
+    provider = ExactMoments(family, route)
+    with jax.enable_x64(True):
+        out = eqx.filter_jit(provider.evaluate)(jnp.asarray(eta), None, jax.random.key(0))
+    assert ROUTES[route].robust <= bool(np.all(np.asarray(out.flags) == 0))
+    answered = np.asarray(out.flags) == 0
+    assert np.all(np.isfinite(np.asarray(out.mean)[answered]))
+    if pick_route(family, robust=True) is not None:
+        mu, _ = exact_moments(family, eta)
+        np.testing.assert_allclose(np.asarray(out.mean), mu, rtol=1e-6, atol=1e-8)

@@ -24,9 +24,9 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from bayes_et.data import SamplerSettings
 from bayes_et.et import AbstractET
-from bayes_et.expfam import ExponentialFamily, exact_route
+from bayes_et.expfam import ROUTES as EXACT_ROUTES
+from bayes_et.expfam import ExponentialFamily, pick_route
 from bayes_et.expfam._laplace import (
-    MAX_TENSOR_DIM,
     laplace_moments_at,
     tensor_laplace_moments_at,
 )
@@ -191,7 +191,7 @@ def _nonfinite(mean) -> Int[Array, " n"]:
     return flag_where(~jnp.all(jnp.isfinite(mean), axis=-1), MomentFlag.NON_FINITE)
 
 
-ROUTES = ("auto", "closed_form", "quadrature", "gauss_hermite")
+ROUTES = ("auto", *EXACT_ROUTES)  # EXACT_ROUTES: the route objects, one registry
 TENSOR_NODES = {2: 16, 3: 12}  # the tensor route's nodes per axis (its answer uses twice)
 TENSOR_RETRIES = (2, 4)  # x nodes for rows still over tol, in blocks of 64 / x^d rows (a
 # one-sided wall, y = 0 beside a large offset, converges slowly: 1.4e-4, 4.7e-5, 4.8e-7 at
@@ -226,22 +226,14 @@ class ExactMoments(MomentProvider):
         dim = int(np.prod(family.x_shape))
         if route not in ROUTES:
             raise ValueError(f"ExactMoments: route={route!r}; allowed: {', '.join(ROUTES)}")
-        if route == "auto":
-            route = exact_route(family) or "gauss_hermite"
-        if route == "closed_form" and exact_route(family) != "closed_form":
-            raise ValueError(f"ExactMoments: {family.name} has no closed form; use route "
-                             "quadrature (1-D x) or gauss_hermite (x in R^d, d <= "
-                             f"{MAX_TENSOR_DIM}), or SamplingMoments")
-        if route == "quadrature" and dim > 1:
-            raise ValueError(f"ExactMoments: the robust quadrature needs 1-D x; {family.name} "
-                             f"has {family.x_shape}-shaped x: use route gauss_hermite or "
-                             "SamplingMoments")
-        if route == "gauss_hermite" and dim > 1 and (
-                dim > MAX_TENSOR_DIM or family.support.periodic):
-            raise ValueError(f"ExactMoments: {family.name} has no closed form and "
-                             f"{family.x_shape}-shaped x; the tensor Gauss-Hermite route "
-                             f"takes x in R^d, d <= {MAX_TENSOR_DIM}, off the circle: use "
-                             "SamplingMoments")
+        try:
+            picked = pick_route(family, route)
+        except ValueError as err:
+            raise ValueError(f"ExactMoments: {err}; another route, or SamplingMoments") from None
+        if picked is None:
+            raise ValueError(f"ExactMoments: no exact route takes {family.name} (x_shape "
+                             f"{family.x_shape}): use SamplingMoments")
+        route = picked.name
         if route == "gauss_hermite" and family.support.periodic:
             route = "quadrature"  # the circle has no Laplace mode to centre on: trapezoid
         tensor = route == "gauss_hermite" and dim > 1

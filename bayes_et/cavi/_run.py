@@ -13,7 +13,7 @@ import yaml
 from bayes_et._files import check_name, run_folder, write_json, write_text
 from bayes_et._versions import package_versions
 from bayes_et.data import Dataset, DataSettings, SamplerSettings, moments_dataset, save_dataset
-from bayes_et.expfam import exact_route, family_spec
+from bayes_et.expfam import family_spec, pick_route
 from bayes_et.settings import (
     as_dict,
     fail,
@@ -193,10 +193,11 @@ def answer_rows(family, provider: MomentProvider, eta: np.ndarray, seed: int,
                 source: str) -> Dataset:
     """The answers of an exact or sampling `provider` at `eta` (n, d) as a dataset to extend
     a network's run with (`bayes_et.train.extend_run`): the family's robust exact moments
-    (`exact_route`) for an exact provider, NUTS moments with its settings for a sampling
+    (`pick_route`) for an exact provider, NUTS moments with its settings for a sampling
     one (with the default settings for a family without a robust exact route)."""
-    route = None if isinstance(provider, SamplingMoments) else exact_route(family)
-    method, sampler = (route, {}) if route else ("mcmc", dict(getattr(provider, "settings", ())))
+    route = None if isinstance(provider, SamplingMoments) else pick_route(family, robust=True)
+    method, sampler = ((route.name, {}) if route
+                       else ("mcmc", dict(getattr(provider, "settings", ()))))
     raw = {"family": family_spec(family), "eta": {"num": len(eta)}, "method": method,
            "sampler": sampler, "seed": seed}
     cfg = parse(DataSettings, raw, "answer data")

@@ -27,8 +27,8 @@ from bayes_et.expfam import (
     ExponentialFamily,
     build_family,
     exact_moments,
-    exact_route,
     family_spec,
+    pick_route,
     quadrature_moments,
 )
 from bayes_et.settings import as_dict
@@ -42,16 +42,16 @@ FORMAT = "bayes_et.dataset/1"
 
 
 def resolve_method(family: ExponentialFamily, method: str) -> str:
-    """auto = the family's robust exact route (`exact_route`), else MCMC."""
-    route = exact_route(family)
+    """auto = the family's robust exact route (`pick_route`), else MCMC; a named exact
+    route is checked against the family."""
     if method == "auto":
-        return route or "mcmc"
-    if method == "closed_form" and route != "closed_form":
-        raise ValueError(f"config key 'method': {family.name} has no closed form; "
-                         "use quadrature (1-D x) or mcmc")
-    if method == "quadrature" and int(np.prod(family.x_shape)) != 1:
-        raise ValueError(f"config key 'method': quadrature needs 1-D x; {family.name} has "
-                         f"x_shape {family.x_shape}")
+        route = pick_route(family, robust=True)
+        return "mcmc" if route is None else route.name
+    if method != "mcmc":
+        try:
+            pick_route(family, method)
+        except ValueError as err:
+            raise ValueError(f"config key 'method': {err}; or mcmc") from None
     return method
 
 

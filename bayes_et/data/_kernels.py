@@ -42,10 +42,13 @@ class Kernel:
     horizon: int
 
     def warmup(self, log_density: LogDensity, key: PRNGKeyArray, starts: Array) -> Chains:
+        """Chains adapted to `log_density` over `num_warmup` steps from `starts`
+        (chains, *u_shape)."""
         raise NotImplementedError
 
     def step(self, log_density: LogDensity, key: PRNGKeyArray,
              chains: Chains) -> tuple[Chains, Any]:
+        """Every chain moved by one draw, and BlackJAX's info of the transitions."""
         raise NotImplementedError
 
 

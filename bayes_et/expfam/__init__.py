@@ -13,7 +13,8 @@ from ._named import (
     VonMises,
 )
 from ._normal import Gaussian, MultivariateNormal, MultivariatePoissonLogNormal, TruncatedNormal
-from ._quadrature import exact_moments, exact_route, quadrature_moments
+from ._quadrature import exact_moments, quadrature_moments
+from ._routes import ROUTES, Route, pick_route
 from ._spec import build_family, family_from_record, family_spec, same_family
 from ._supports import Circle, Interval, Positive, PositiveDefinite, Real, Support
 from ._wishart import Wishart
@@ -30,7 +31,8 @@ __all__ = [
     "Beta", "Circle", "ExponentialFamily", "FAMILIES", "Gamma", "Gaussian", "GinzburgLandau",
     "Interval", "LaplaceProduct", "MultivariateNormal", "MultivariatePoissonLogNormal",
     "PoissonLogNormal", "Positive", "PositiveDefinite", "Quartic", "Real", "Support",
-    "TruncatedNormal", "VonMises", "Wishart", "build_family", "exact_moments", "exact_route",
-    "family_from_record", "family_spec", "kl_divergence", "laplace_moments_at",
-    "log_partition_difference", "quadrature_moments", "same_family",
+    "ROUTES", "Route", "TruncatedNormal", "VonMises", "Wishart", "build_family",
+    "exact_moments", "family_from_record", "family_spec",
+    "kl_divergence", "laplace_moments_at", "log_partition_difference", "pick_route",
+    "quadrature_moments", "same_family",
 ]

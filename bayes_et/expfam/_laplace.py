@@ -112,8 +112,9 @@ def laplace_moments_at(family: ExponentialFamily, eta: Float[Array, " d"], nodes
 
     The error is max |mu_K - mu_2K| / (|mu_2K| + 1), NaN-free: +inf where the mode search
     failed. Traceable (jit, vmap); one-dimensional, non-periodic x only; no validation."""
-    log_p = lambda u: family.log_density_unconstrained(u, eta)
-    stats = family.stats_from_unconstrained
+    shape = family.support.u_shape(family.x_shape)  # () or (1,): a scalar u either way
+    log_p = lambda u: family.log_density_unconstrained(jnp.reshape(u, shape), eta)
+    stats = lambda u: family.stats_from_unconstrained(jnp.reshape(u, shape))
     grid = _search_grid(family, eta.dtype)
     values = jax.vmap(log_p)(grid)
     start = grid[jnp.argmax(jnp.where(jnp.isfinite(values), values, -jnp.inf))]

@@ -25,6 +25,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._family import ExponentialFamily
+from ._routes import pick_route
 
 LOG_DROP = 80.0  # nats below the peak that count as no mass
 COARSE_POINTS = 2049
@@ -179,26 +180,18 @@ def quadrature_moments(
         return np.asarray(mu).reshape(*batch, k), np.asarray(cov).reshape(*batch, k, k)
 
 
-def exact_route(family: ExponentialFamily) -> str | None:
-    """The one rule for a family's robust exact moments: 'closed_form' where it has one,
-    else 'quadrature' for one-dimensional x, else None (no robust exact route: sampling, or
-    the tensor Gauss-Hermite rule, which flags what it cannot answer)."""
-    if family.has_closed_form:
-        return "closed_form"
-    return "quadrature" if int(np.prod(family.x_shape)) == 1 else None
-
-
 def exact_moments(
     family: ExponentialFamily, eta: Float[Array, "*batch eta_dim"]
 ) -> tuple[Float[Array, "*batch eta_dim"], Float[Array, "*batch eta_dim eta_dim"]]:
     """(mu_T, cov_TT) as NumPy float64: the closed form where the family has one, else
     quadrature for one-dimensional x; otherwise ValueError (use MCMC)."""
-    route = exact_route(family)
-    if route == "closed_form":
+    route = pick_route(family, robust=True)
+    name = None if route is None else route.name
+    if name == "closed_form":
         with jax.enable_x64(True):
             eta = jnp.asarray(eta, jnp.float64)
             return np.asarray(family.mean_stats(eta)), np.asarray(family.fisher(eta))
-    if route == "quadrature":
+    if name == "quadrature":
         return quadrature_moments(family, eta)
     raise ValueError(
         f"exact_moments: {family.name} has no closed form and {family.x_shape}-shaped x: "

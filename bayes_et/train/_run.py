@@ -36,9 +36,9 @@ from bayes_et.expfam import (
     ExponentialFamily,
     build_family,
     exact_moments,
-    exact_route,
     family_from_record,
     family_spec,
+    pick_route,
     same_family,
 )
 from bayes_et.params import get_parameter_count, load_header, load_model, save_model
@@ -105,7 +105,8 @@ def evaluate(model: TrainedET, data: Dataset, family: ExponentialFamily, key: ja
     mcse = None
     if np.all(np.isfinite(data.ess)):
         mcse = np.sqrt(np.diagonal(mc_noise(data), axis1=1, axis2=2))
-    exact = data.metadata.get("method") in EXACT_METHODS or exact_route(family) is not None
+    exact = (data.metadata.get("method") in EXACT_METHODS
+             or pick_route(family, robust=True) is not None)
     noise = None
     if exact or mcse is None:
         truth, source = exact_truth(family, data), "exact moments"

@@ -92,7 +92,8 @@ class CountedGamma(Gamma):
 GATE = {"nuts": 200.0, "chees": 800.0}
 
 
-@pytest.mark.parametrize("kernel", sorted(KERNELS))
+@pytest.mark.parametrize("kernel", [pytest.param(k, marks=pytest.mark.slow) if k == "nuts" else k
+                                    for k in sorted(KERNELS)])
 def test_a_rerun_continues_the_failing_chains_in_one_program_compiled_once(kernel):
     family = CountedGamma()
     eta = design_eta(family, 12, seed=2)
@@ -159,7 +160,14 @@ def test_chees_steps_are_blackjax_steps_with_the_adaptation_s_own_parameters():
     theirs = blackjax.dynamic_hmc(log_density, **params)
     chains = kernel.warmup(log_density, jax.random.key(1), starts)
     np.testing.assert_array_equal(chains.state.position, state.position)
-    for k in jax.random.split(jax.random.key(2), 60):
+
+    @jax.jit
+    def both(state, chains, k):
         state, _ = jax.vmap(theirs.step)(jax.random.split(k, 4), state)
         chains, _ = kernel.step(log_density, k, chains)
-    np.testing.assert_array_equal(chains.state.position, state.position)
+        return state, chains
+
+    for k in jax.random.split(jax.random.key(2), 60):
+        state, chains = both(state, chains, k)
+    # one program holds both: XLA may round them apart in the last bit, no more
+    np.testing.assert_allclose(chains.state.position, state.position, rtol=1e-5, atol=1e-6)
