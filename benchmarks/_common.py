@@ -12,6 +12,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from bayes_et._files import write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -50,9 +52,5 @@ def scaled_error(mu, cov, mu_ref, cov_ref) -> float:
 
 def save(name: str, result: dict) -> Path:
     """Write results/NAME.json (with the environment) atomically and return its path."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"environment": environment(), **result}, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text(RESULTS / f"{name}.json",
+                      json.dumps({"environment": environment(), **result}, indent=2))

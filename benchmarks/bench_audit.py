@@ -43,6 +43,7 @@ import numpy as np
 import yaml
 from _common import save
 
+from bayes_et._files import write_text
 from bayes_et.cavi import (
     Audit,
     ExactMoments,
@@ -85,7 +86,7 @@ def data_config(real: dict, exposure_range) -> Path:
         box = config["eta"]["box"][name]
         config["eta"]["box"][name] = [min(box[0], lo), max(box[1], hi)]
     DATA.parent.mkdir(parents=True, exist_ok=True)
-    DATA.write_text(yaml.safe_dump(config))
+    write_text(DATA, yaml.safe_dump(config))
     return DATA
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import yaml
 from _common import save
 
+from bayes_et._files import write_text
 from bayes_et.cavi import (
     Audit,
     ExactMoments,
@@ -102,7 +103,7 @@ def trained_run(quick: bool, real: dict, exposure_range) -> Path:
         train["stages"] = [{"name": "map", "epochs": 300, "lr": 3e-3, "patience": 60},
                            {"name": "vi", "epochs": 50, "lr": 1e-2, "patience": 20}]
     WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / "data-z.yaml").write_text(yaml.safe_dump(config))
+    write_text(WORK / "data-z.yaml", yaml.safe_dump(config))
     train["data"] = str(WORK / "data-z.yaml")
     train_run(train, out=out)
     return out
@@ -294,7 +295,7 @@ def two_dimensional(quick: bool, exposure: np.ndarray) -> dict:
     if not (out / "metrics.json").exists():
         train = yaml.safe_load((ROOT / "configs" / "train" / "mlp.yaml").read_text())
         WORK.mkdir(parents=True, exist_ok=True)
-        (WORK / "data-x-2d.yaml").write_text(yaml.safe_dump(config))
+        write_text(WORK / "data-x-2d.yaml", yaml.safe_dump(config))
         train["data"] = str(WORK / "data-x-2d.yaml")
         if quick:
             train["stages"] = [{"name": "map", "epochs": 300, "lr": 3e-3, "patience": 60},

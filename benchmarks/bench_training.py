@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from _common import save
 
+from bayes_et._files import write_text
 from bayes_et.data import flag_invalid_rows, generate, load_dataset, split_dataset
 from bayes_et.expfam import GinzburgLandau
 from bayes_et.train import (
@@ -119,7 +120,7 @@ def active_curves(arch: str = "mlp", retrain: bool = False) -> dict:
     data_cfg = yaml.safe_load((ROOT / "configs" / "data" / "quartic_quadrature.yaml").read_text())
     data_cfg["eta"]["num"] = ACTIVE["start"]
     source = WORK / f"quartic_{ACTIVE['start']}.yaml"
-    source.write_text(yaml.safe_dump(data_cfg))
+    write_text(source, yaml.safe_dump(data_cfg))
     config = yaml.safe_load((ROOT / "configs" / "train" / f"{arch}.yaml").read_text())
     config["split"] = [0.6, 0.1, 0.3]  # 600 held-out eta: a steadier max NRMSE
     first = _trained(config, str(source), WORK / f"active-{arch}-first", retrain)

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from bayes_et._files import write_text
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # script -> (full arguments, quick arguments)
@@ -32,6 +34,7 @@ BENCHMARKS = {
     "bench_cavi.py": ([], ["--quick"]),
     "bench_plates.py": ([], ["--quick"]),
     "bench_audit.py": ([], ["--quick"]),
+    "bench_multivariate.py": ([], ["--rows", "20"]),
 }
 
 
@@ -337,10 +340,29 @@ def _audit(data: dict) -> list[str]:
                  "half-width / sd", "network z^2", "audit s / solve s"], audits)]
 
 
+def _multivariate(data: dict) -> list[str]:
+    gold = data["nuts"]
+    rows = [[name, data[key]["seconds"], *data[key]["mu"], *data[key]["lambda_diag"],
+             ", ".join(f"{v:+.2f}" for v in data[key].get("minus_nuts_over_nuts_sd", []))
+             or "MCSE " + ", ".join(f"{v:.3f}" for v in gold["mcse"])]
+            for key, name in (("cavi", "CAVI, tensor Gauss-Hermite plate"),
+                              ("nuts", "NumPyro NUTS (4 x 1000)"),
+                              ("svi", f"NumPyro SVI, AutoNormal ({data['svi']['steps']} steps)"))]
+    cavi = data["cavi"]
+    return ["## Multivariate Poisson log-normal on real cells: CAVI, NUTS, SVI", "",
+            f"The first {data['rows']} scRT cells, {data['genes']} genes, one model and prior "
+            f"(bench_multivariate.py). CAVI: {cavi['sweeps']} sweeps, the second call timed "
+            f"(the first, with compilation: {_g(cavi['first_call_seconds'])} s). pyPLNmodels: "
+            f"{data['pyplnmodels']}.", "",
+            *_table(["method", "s", "E[mu_1]", "E[mu_2]", "E[mu_3]", "E[Lambda_11]",
+                     "E[Lambda_22]", "E[Lambda_33]", "(x - NUTS) / NUTS sd"], rows)]
+
+
 def render() -> str:
     """RESULTS.md from the JSON files in results/."""
     sections = [
         ("training", _training), ("cavi", _cavi), ("plates", _plates), ("audit", _audit),
+        ("multivariate", _multivariate),
         ("exact_moments", _exact),
         ("generate", _generate), ("dataset_quality", _quality), ("natural_gradient", _natural),
     ]
@@ -368,10 +390,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     status = {} if args.report_only else run_benchmarks(args.quick)
-    path = HERE / "RESULTS.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render())
-    os.replace(tmp, path)
+    path = write_text(HERE / "RESULTS.md", render())
     failed = [s for s, v in status.items() if v["returncode"] != 0]
     print(f"wrote {path} after {time.perf_counter() - start:.0f} s"
           + (f"; FAILED: {failed}" if failed else ""))
