@@ -259,17 +259,19 @@ class ExactMoments(MomentProvider):
         elif self.route == "quadrature":
             mean = _block_map(lambda e: moments_at(self.family, e)[0], eta)
         elif self._tensor:  # no robust route in R^d: flagged, answered by a fallback
-            mean, error = self._tensor_map(eta)
+            mean, difference = self._tensor_map(eta)
+            error = difference
             over = ~(error <= self.tol) if active is None else ~(error <= self.tol) & active
             for finer in TENSOR_RETRIES:  # rows over tol again with more nodes: a retried
-                # row's error, extrapolated from its last two differences as the rule
-                # converges geometrically, is the last times their ratio (at most the last)
-                last = error
-                mean, error = on_rows(lambda e, _, k=finer: self._tensor_map(
-                    e, nodes=k * self.nodes), eta, over, (mean, error),
+                # row's error, extrapolated from its last two differences (not from an
+                # extrapolated one) as the rule converges geometrically, is the last
+                # difference times their ratio (at most the last)
+                last = difference
+                mean, difference = on_rows(lambda e, _, k=finer: self._tensor_map(
+                    e, nodes=k * self.nodes), eta, over, (mean, difference),
                     block=max(1, 64 // finer ** int(np.prod(self.family.x_shape))))
-                ratio = jnp.where(jnp.isfinite(last) & (last > 0), error / last, 1.0)
-                error = jnp.where(over, error * jnp.minimum(ratio, 1.0), error)
+                ratio = jnp.where(jnp.isfinite(last) & (last > 0), difference / last, 1.0)
+                error = jnp.where(over, difference * jnp.minimum(ratio, 1.0), error)
                 over = ~(error <= self.tol)
             mean = jnp.where(over[:, None], jnp.nan, mean)
             return Moments(mean, None, flag_where(over, MomentFlag.OVER_TOLERANCE)

@@ -9,6 +9,7 @@ import pytest
 
 from bayes_et.cavi import ExactMoments, MomentFlag, SamplingMoments, WithFallback
 from bayes_et.expfam import GinzburgLandau, MultivariatePoissonLogNormal, PoissonLogNormal
+from bayes_et.expfam._laplace import tensor_laplace_moments_at
 
 integrate, optimize, special = (pytest.importorskip(f"scipy.{m}")
                                 for m in ("integrate", "optimize", "special"))
@@ -143,3 +144,22 @@ def test_routes_are_checked_by_dimension():
         ExactMoments(MultivariatePoissonLogNormal(4), "gauss_hermite")
     with pytest.raises(ValueError, match="no closed form"):
         ExactMoments(MultivariatePoissonLogNormal(2), "closed_form")
+
+
+def test_a_row_retried_twice_is_judged_by_its_own_differences():
+    """A scRT cell (counts 50, 8, 0 beside a library of e^8.3) whose rule converges slowly:
+    12/24 nodes miss tol, 24/48 by a little, 48/96 meet it once extrapolated from the two
+    raw differences. Extrapolating from the first retry's extrapolated error instead (the
+    fault this guards) flagged the cell and stopped CAVI on the first 200 cells."""
+    family = MultivariatePoissonLogNormal(3)
+    eta = np.array([[4.9381528060370101e+01, 7.1032054954702231e+00, -1.0018895898719646e+00,
+                     -1.0818023996419955e-01, 1.4332764342698345e-01, -1.1923469563416188e-01,
+                     2.6203293674828581e-02, -1.7248032400330761e-04, -5.3630732129812606e-02,
+                     -4.1239999999999982e+03, -4.1239999999999982e+03,
+                     -4.1239999999999982e+03]])
+    with jax.enable_x64(True):
+        out = jax.jit(lambda e: ExactMoments(family).evaluate(e, None, jax.random.key(0)))(
+            jnp.asarray(eta))
+        finest, _ = tensor_laplace_moments_at(family, jnp.asarray(eta[0]), 96)
+    assert int(out.flags[0]) == 0
+    np.testing.assert_allclose(out.mean[0], finest, rtol=1e-5, atol=1e-5)
