@@ -2,7 +2,7 @@
 against NumPyro NUTS (the gold standard, with Monte-Carlo standard errors) and NumPyro SVI
 (mean-field Gaussian guide), one run, the same model and priors.
 
-    python benchmarks/bench_multivariate.py [--rows 200]
+    python benchmarks/bench_multivariate.py [--rows 100]
 
 Data: the first `rows` scRT cells shipped with bayes_et (3 genes, offsets the log library
 size). Model: y_ij ~ Poisson(e^{o_i + z_ij}), z_i ~ N(mu, Lambda^-1), mu ~ N(0, 10^2 I),
@@ -50,6 +50,7 @@ def cavi(data: dict) -> dict:
     mean = result.mean_stats
     return {"seconds": time.perf_counter() - began, "first_call_seconds": first,
             "sweeps": result.iterations, "converged": result.converged,
+            "flag_counts": result.flag_counts,
             "mu": mean["mu"][:P].tolist(),
             "lambda_diag": np.diagonal(square(mean["Lambda"][1:])).tolist()}
 
@@ -114,7 +115,7 @@ def svi(data: dict) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=200, help="the first ROWS scRT cells")
+    parser.add_argument("--rows", type=int, default=100, help="the first ROWS scRT cells")
     rows = parser.parse_args().rows
     full = examples.scrt_data()
     data = {"counts": full["counts"][:rows], "offsets": full["offsets"][:rows]}

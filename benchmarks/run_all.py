@@ -351,7 +351,10 @@ def _multivariate(data: dict) -> list[str]:
     cavi = data["cavi"]
     return ["## Multivariate Poisson log-normal on real cells: CAVI, NUTS, SVI", "",
             f"The first {data['rows']} scRT cells, {data['genes']} genes, one model and prior "
-            f"(bench_multivariate.py). CAVI: {cavi['sweeps']} sweeps, the second call timed "
+            f"(bench_multivariate.py). CAVI: {cavi['sweeps']} sweeps, "
+            f"{'converged' if cavi['converged'] else 'NOT converged'}"
+            f"{'' if 'flag_counts' not in cavi else ' (flags ' + str(cavi['flag_counts']) + ')'}"
+            ", the second call timed "
             f"(the first, with compilation: {_g(cavi['first_call_seconds'])} s). pyPLNmodels: "
             f"{data['pyplnmodels']}.", "",
             *_table(["method", "s", "E[mu_1]", "E[mu_2]", "E[mu_3]", "E[Lambda_11]",
