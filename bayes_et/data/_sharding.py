@@ -65,9 +65,9 @@ def map_over_eta(
         out_leaves, out_tree = jax.tree_util.tree_flatten(program(*args, *local))
         shard_outputs.append(out_leaves)
     outputs = []
-    for leaves in zip(*shard_outputs, strict=True):
-        shape = (size, *leaves[0].shape[1:])
-        array = jax.make_array_from_single_device_arrays(shape, sharding, list(leaves))
+    for pieces in zip(*shard_outputs, strict=True):
+        shape = (size, *pieces[0].shape[1:])
+        array = jax.make_array_from_single_device_arrays(shape, sharding, list(pieces))
         if jax.process_count() > 1:
             array = multihost_utils.process_allgather(array, tiled=True)
         outputs.append(np.asarray(array)[:n])
