@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from bayes_et.cavi import (
+    PROVIDER_CONFIGS,
     ExactMoments,
     MomentFlag,
     MomentProvider,
     NetworkMoments,
     SamplingMoments,
     WithFallback,
+    provider_from_config,
 )
 from bayes_et.cavi._audit import Rectified
 from bayes_et.data import KERNELS, Chains, Kernel, design_eta, resolve_method
@@ -154,6 +156,23 @@ PROVIDERS = {
 def test_every_provider_class_is_under_contract():
     ours = {c for c in MomentProvider.__subclasses__() if c.__module__.startswith("bayes_et")}
     assert ours == set(PROVIDERS)
+
+
+def test_every_provider_class_with_config_forms_is_registered():
+    ours = {c for c in MomentProvider.__subclasses__() if c.config_forms}
+    assert ours == set(PROVIDER_CONFIGS.values())
+    assert all(PROVIDER_CONFIGS[f] is c for c in ours for f in c.config_forms)
+
+
+@pytest.mark.parametrize("form", sorted(set(PROVIDER_CONFIGS) - {"network"}))
+def test_a_config_form_builds_its_class(form):
+    """Each form that needs no run folder (the network's: tests/cavi, from a trained run)
+    builds its class, and a bad value of it is refused with the key named."""
+    provider = provider_from_config(Gamma(), form, "providers.z")
+    assert type(provider) is PROVIDER_CONFIGS[form]
+    with pytest.raises(ValueError, match=r"config key 'providers.z"):
+        provider_from_config(Gamma(), {form: {"num_chains": 0}} if form == "sampling"
+                             else f"{form}_route", "providers.z")
 
 
 @pytest.mark.parametrize("cls", [

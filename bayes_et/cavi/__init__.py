@@ -4,6 +4,7 @@ from . import examples
 from ._audit import Audit, AuditResult, AuditSettings
 from ._model import Block, CAVIModel, Factor, Model, Stat, model_from_config
 from ._providers import (
+    PROVIDER_CONFIGS,
     ExactMoments,
     MomentFlag,
     MomentProvider,
@@ -15,6 +16,7 @@ from ._providers import (
     flag_names,
     flag_where,
     on_rows,
+    provider_from_config,
 )
 from ._run import CAVIConfig, audit_answers, cavi_run, fallback_answers, load_cavi_config
 from ._solver import CAVIResult, SolverSettings, audit_result, band_limits, run_cavi
@@ -22,8 +24,8 @@ from ._solver import CAVIResult, SolverSettings, audit_result, band_limits, run_
 __all__ = [
     "Audit", "AuditResult", "AuditSettings", "Block", "CAVIConfig", "CAVIModel", "CAVIResult",
     "ExactMoments", "Factor", "Model", "MomentFlag", "MomentProvider", "Moments",
-    "NetworkMoments", "NetworkSettings", "SamplingMoments", "SolverSettings", "Stat",
-    "WithFallback", "audit_answers", "audit_result", "band_limits", "cavi_run", "examples",
-    "fallback_answers", "flag_names", "flag_where", "load_cavi_config", "model_from_config",
-    "on_rows", "run_cavi",
+    "NetworkMoments", "NetworkSettings", "PROVIDER_CONFIGS", "SamplingMoments",
+    "SolverSettings", "Stat", "WithFallback", "audit_answers", "audit_result", "band_limits",
+    "cavi_run", "examples", "fallback_answers", "flag_names", "flag_where", "load_cavi_config",
+    "model_from_config", "on_rows", "provider_from_config", "run_cavi",
 ]

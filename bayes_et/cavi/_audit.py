@@ -64,7 +64,10 @@ SOLVE_TOL = 1e-10  # GMRES: relative residual of the linear-response solves
 SOLVE_RESTART = 30
 SOLVE_RESTARTS = 20
 GMRES_METHOD = "incremental"  # stops when converged ('batched' runs whole restart cycles)
-CENSUS_SLACK = 10.0  # the narrowest interval: the solve's tol times this (its own error)
+CENSUS_SLACK = 10.0  # a census's interval: the solve's tol times this (its stopping error,
+# tol x rho / (1 - rho) at the sweeps' contraction rho, is 1.7x tol on the plates at rho 0.63)
+STEP_SLACK = 1.0  # the narrowest interval after a Newton step, which carries the solver's
+# leftover to first order: tol itself (the step's remainder, the Jacobian's error times it)
 RECTIFY_TOL = 1e-4  # the rectified sweeps of a sample stop here: the Newton step from their
 # end corrects what is left to second order, far inside an interval of sampling error
 _AUDIT = AuditSettings()  # the defaults
@@ -422,8 +425,10 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
             method = "newton (the rectified sweeps diverged)"
     if method != "census":
         solved = _step_and_interval(model, providers, etas, means, force, list(oracles),
-                                    answers, key, tol)
-    (fixed, lo, hi), (mean, mean_lo, mean_hi) = (_floored(*part, tol) for part in solved)
+                                    answers, key)
+    slack = CENSUS_SLACK if method == "census" else STEP_SLACK
+    (fixed, lo, hi), (mean, mean_lo, mean_hi) = (_floored(*part, slack * tol)
+                                                 for part in solved)
     bad = [names[i] for i, f in enumerate(fixed) if not np.all(np.isfinite(f))]
     if bad:  # never a silent NaN
         raise ValueError(f"audit: the rectified fixed point of factor '{bad[0]}' is not "
@@ -439,12 +444,10 @@ def audit_fixed_point(model: CAVIModel, providers: tuple[MomentProvider, ...], e
                        time.perf_counter() - began)
 
 
-def _step_and_interval(model, providers, etas, means, force, audited, answers, key,
-                       tol: float):
+def _step_and_interval(model, providers, etas, means, force, audited, answers, key):
     """One Newton step from a fixed point with the estimated residual, and the delta
     method's 90% intervals: ((eta, lo, hi), (mean, lo, hi)), a tuple per factor each; the
-    means move with the providers' Jacobians at the fixed point. An interval is never
-    narrower than the solver's own error (CENSUS_SLACK x tol, relative)."""
+    means move with the providers' Jacobians at the fixed point."""
     near, units = _neighbour_columns(model, audited)
     etas = tuple(jnp.asarray(e) for e in etas)
     means = tuple(jnp.asarray(m) for m in means)
@@ -494,16 +497,16 @@ def _step_and_interval(model, providers, etas, means, force, audited, answers, k
     return tuple(tuple(tuple(a) for a in part) for part in out)
 
 
-def _floored(centre: tuple, lo: tuple | None, hi: tuple | None, tol: float):
+def _floored(centre: tuple, lo: tuple | None, hi: tuple | None, floor: float):
     """Per factor (centre, lo, hi) as float64, the interval never narrower than the solver's
-    own error (CENSUS_SLACK x tol, relative; all of it where lo, hi are None: a census)."""
+    own error, `floor` relative (all of it where lo, hi are None: a census)."""
     out = ([], [], [])
     for i, value in enumerate(centre):
         value = np.asarray(value, np.float64)
-        floor = CENSUS_SLACK * tol * np.maximum(1.0, np.abs(value))
+        least = floor * np.maximum(1.0, np.abs(value))
         out[0].append(value)
-        out[1].append(np.minimum(value - floor, value if lo is None else lo[i]))
-        out[2].append(np.maximum(value + floor, value if hi is None else hi[i]))
+        out[1].append(np.minimum(value - least, value if lo is None else lo[i]))
+        out[2].append(np.maximum(value + least, value if hi is None else hi[i]))
     return tuple(tuple(a) for a in out)
 
 

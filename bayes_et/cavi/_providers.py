@@ -31,7 +31,7 @@ from bayes_et.expfam._laplace import (
     tensor_laplace_moments_at,
 )
 from bayes_et.expfam._quadrature import moments_at
-from bayes_et.settings import choice, integer, number, optional, parse, setting, text
+from bayes_et.settings import choice, fail, integer, number, optional, parse, setting, text
 from bayes_et.train import TrainedET, load_run
 from bayes_et.train._predictive import field_draws, misfit_offsets
 
@@ -104,6 +104,14 @@ class MomentProvider(eqx.Module):
     """Whether rows in `force` (or flagged) can go to a backup provider."""
     oracle: ClassVar[bool] = False
     """Whether the provider may audit a network (exact, or sampling with a known MC error)."""
+    config_forms: ClassVar[tuple[str, ...]] = ()
+    """The config forms that name this class (`provider_from_config`)."""
+
+    @classmethod
+    def from_config(cls, family: ExponentialFamily, spec, key: str) -> MomentProvider:
+        """The provider that the config value `spec` (one of `config_forms`) names for
+        `family`; `key` names the value in errors."""
+        raise NotImplementedError
 
     @property
     def num_draws(self) -> int:
@@ -220,6 +228,15 @@ class ExactMoments(MomentProvider):
     tol: float = eqx.field(static=True)
     exact: ClassVar[bool] = True
     oracle: ClassVar[bool] = True
+    config_forms: ClassVar[tuple[str, ...]] = ("exact", "gauss_hermite", "quadrature")
+
+    @classmethod
+    def from_config(cls, family, spec, key):
+        """`exact` (the route `auto`), `gauss_hermite` or `quadrature`."""
+        try:
+            return cls(family, "auto" if spec == "exact" else spec)
+        except ValueError as err:
+            raise ValueError(f"config key '{key}': {err}") from None
 
     def __init__(self, family: ExponentialFamily, route: str = "auto", *,
                  nodes: int | None = None, tol: float | None = None):
@@ -365,6 +382,22 @@ class NetworkMoments(MomentProvider):
     family: ExponentialFamily = eqx.field(static=True)
     max_spread: float = eqx.field(static=True)
     by_spread: bool = eqx.field(static=True)
+    config_forms: ClassVar[tuple[str, ...]] = ("network",)
+
+    @classmethod
+    def from_config(cls, family, spec, key):
+        """{network: RUN, ...} (NetworkSettings): the network behind its fallback (a
+        WithFallback), or alone with `fallback: none`."""
+        settings = parse(NetworkSettings, spec, key)
+        try:
+            network = cls(settings.network, num_samples=settings.num_samples,
+                          max_spread=settings.max_spread, margin=settings.margin,
+                          family=family)
+        except ValueError as err:
+            raise ValueError(f"config key '{key}.network': {err}") from None
+        if settings.fallback == "none":
+            return network
+        return WithFallback(network, provider_from_config(family, settings.fallback, key))
 
     def __init__(self, source: str | os.PathLike | TrainedET, *,
                  num_samples: int = _NETWORK.num_samples,
@@ -507,6 +540,13 @@ class SamplingMoments(MomentProvider):
     family: ExponentialFamily = eqx.field(static=True)
     settings: SamplerSettings = eqx.field(static=True)
     oracle: ClassVar[bool] = True
+    config_forms: ClassVar[tuple[str, ...]] = ("sampling",)
+
+    @classmethod
+    def from_config(cls, family, spec, key):
+        """`sampling` (the default settings) or {sampling: SamplerSettings}."""
+        return cls(family, None if spec == "sampling"
+                   else parse(SamplerSettings, spec["sampling"], f"{key}.sampling"))
 
     def __init__(self, family: ExponentialFamily,
                  sampler: SamplerSettings | Mapping | None = None, **options):
@@ -620,3 +660,26 @@ class WithFallback(MomentProvider):
         else:
             mean, flags, cov = on_rows(backup, eta, use, base)
         return Moments(mean, cov, first.flags | flags)
+
+
+PROVIDER_CONFIGS: dict[str, type[MomentProvider]] = {
+    form: cls for cls in (ExactMoments, SamplingMoments, NetworkMoments)
+    for form in cls.config_forms}  # the one registry: config form -> provider class
+PROVIDER_FORMS = ("exact, gauss_hermite, quadrature, sampling, {sampling: {...}}, or {network: "
+                  "RUN_DIR, fallback: exact|gauss_hermite|quadrature|sampling|none, audit: "
+                  "exact|gauss_hermite|quadrature|sampling, max_spread, margin, num_samples}")
+
+
+def provider_from_config(family: ExponentialFamily, spec: str | Mapping,
+                         key: str = "provider") -> MomentProvider:
+    """The provider that a config value names for `family` (PROVIDER_FORMS): its form picks
+    the class (PROVIDER_CONFIGS), which builds itself (`from_config`); `key` names the value
+    in errors."""
+    if isinstance(spec, Mapping):
+        form = "network" if "network" in spec else ("sampling" if set(spec) == {"sampling"}
+                                                    else None)
+    else:
+        form = spec if isinstance(spec, str) else None
+    if form not in PROVIDER_CONFIGS:
+        fail(key, spec, PROVIDER_FORMS)
+    return PROVIDER_CONFIGS[form].from_config(family, spec, key)

@@ -12,7 +12,7 @@ import yaml
 
 from bayes_et._files import check_name, run_folder, write_json, write_text
 from bayes_et._versions import package_versions
-from bayes_et.data import Dataset, DataSettings, SamplerSettings, moments_dataset, save_dataset
+from bayes_et.data import Dataset, DataSettings, moments_dataset, save_dataset
 from bayes_et.expfam import family_spec, pick_route
 from bayes_et.settings import (
     as_dict,
@@ -28,13 +28,11 @@ from ._audit import Audit, AuditSettings
 from ._model import CAVIModel, model_from_config
 from ._plots import plot_cavi
 from ._providers import (
-    ExactMoments,
     MomentFlag,
     MomentProvider,
-    NetworkMoments,
-    NetworkSettings,
     SamplingMoments,
     WithFallback,
+    provider_from_config,
 )
 from ._solver import CAVIResult, SolverSettings, solve
 from .examples import DATASETS, EXAMPLES, simulate, simulate_counts
@@ -42,7 +40,6 @@ from .examples import DATASETS, EXAMPLES, simulate, simulate_counts
 KEYS = {"example", "arguments", "data", "model", "providers", "solver"}
 SIMULATE_KEYS = {"n", "mean", "sd", "seed"}
 COUNTS_KEYS = {"n", "mu", "tau", "seed", "groups", "tau_u"}
-EXACT_ROUTES = {"exact": "auto", "quadrature": "quadrature", "gauss_hermite": "gauss_hermite"}
 DATA_FORMS = ("a list of numbers, {simulate: {n, mean, sd, seed}}, {simulate_counts: {n, mu, "
               "tau, seed, groups, tau_u}}, {dataset: cancer or scrt, rows: K}, or {arrays: {name: "
               "[...]}}")
@@ -123,30 +120,6 @@ def _model(cfg: dict) -> CAVIModel:
         raise ValueError(f"config key 'arguments' (or 'data'): {err}") from None
 
 
-def _provider(name: str, family, spec) -> MomentProvider:
-    key = f"providers.{name}"
-    if isinstance(spec, str) and spec in EXACT_ROUTES:
-        return ExactMoments(family, EXACT_ROUTES[spec])
-    if spec == "sampling":
-        return SamplingMoments(family)
-    if isinstance(spec, dict) and set(spec) == {"sampling"}:
-        return SamplingMoments(family, parse(SamplerSettings, spec["sampling"], f"{key}.sampling"))
-    if not (isinstance(spec, dict) and "network" in spec):
-        fail(key, spec, "exact, gauss_hermite, quadrature, sampling, {sampling: {...}}, or "
-             "{network: RUN_DIR, fallback: exact|gauss_hermite|quadrature|sampling|none, "
-             "audit: exact|gauss_hermite|quadrature|sampling, max_spread, margin, num_samples}")
-    settings = parse(NetworkSettings, spec, key)
-    try:
-        network = NetworkMoments(settings.network, num_samples=settings.num_samples,
-                                 max_spread=settings.max_spread, margin=settings.margin,
-                                 family=family)
-    except ValueError as err:
-        raise ValueError(f"config key '{key}.network': {err}") from None
-    if settings.fallback == "none":
-        return network
-    return WithFallback(network, _provider(name, family, settings.fallback))
-
-
 class CAVIConfig(NamedTuple):
     """A CAVI config, parsed: the model, a provider per factor, the solver's settings and
     the audit (None without one)."""
@@ -164,7 +137,7 @@ def _audit(providers_cfg: dict, model: CAVIModel, solver: SolverSettings) -> Aud
     for name, family in zip(model.names, model.families, strict=True):
         spec = providers_cfg.get(name)
         if isinstance(spec, dict) and spec.get("audit") is not None:
-            oracles[name] = _provider(name, family, spec["audit"])
+            oracles[name] = provider_from_config(family, spec["audit"], f"providers.{name}")
     if not oracles:
         if solver.audit is not None:
             fail("solver.audit", as_dict(solver.audit), "an audit needs an oracle named beside "
@@ -183,7 +156,8 @@ def load_cavi_config(source: str | os.PathLike | dict) -> CAVIConfig:
         check_name("factor name", name)
     providers_cfg = cfg.get("providers") or {}
     known_keys("providers", providers_cfg, set(model.names))
-    providers = {name: _provider(name, family, providers_cfg.get(name, "exact"))
+    providers = {name: provider_from_config(family, providers_cfg.get(name, "exact"),
+                                            f"providers.{name}")
                  for name, family in zip(model.names, model.families, strict=True)}
     solver = parse(SolverSettings, cfg.get("solver"), "solver")
     return CAVIConfig(model, providers, solver, _audit(providers_cfg, model, solver))
