@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.stats
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, PRNGKeyArray
 from tqdm.auto import tqdm
@@ -492,6 +493,19 @@ def _lay_out(tree):
     return jax.tree_util.tree_map(place, tree)
 
 
+def _whole(tree):
+    """`tree` with every array whole on this process: one laid out over the devices of
+    several processes (`jax.distributed`) gathered from them; others unchanged. What
+    follows a solve (flags, draws' summaries, the audit) reads the fixed point on every
+    process alike."""
+    def gather(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return multihost_utils.process_allgather(a, tiled=True)
+        return a
+
+    return jax.tree_util.tree_map(gather, tree)
+
+
 @eqx.filter_jit
 def _evaluate_all(providers, etas, force, key, full: bool):
     return tuple(p.evaluate(e, None, jax.random.fold_in(key, i), full=full, force=f)
@@ -675,8 +689,8 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
         try:
             for _ in range(MAX_FALLBACK_ROUNDS):
                 began = time.perf_counter()
-                central = jax.block_until_ready(_solve_jit(
-                    model, provider_tuple, start, log_z, force, key, None, settings, progress))
+                central = _whole(jax.block_until_ready(_solve_jit(
+                    model, provider_tuple, start, log_z, force, key, None, settings, progress)))
                 timings["solve_seconds"] += time.perf_counter() - began
                 it, etas, means, flags = (int(central.sweeps), central.etas, central.means,
                                           central.flags)
@@ -687,13 +701,14 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
                     for a, b in zip(visited, central.box, strict=True))
                 elbos.append(np.asarray(central.elbos)[: it + 1])
                 deltas.append(np.asarray(central.deltas)[: it])
-                spread = _spread_flags(provider_tuple, etas, force, key)
+                forced = _whole(force)
+                spread = _spread_flags(provider_tuple, etas, forced, key)
                 wide = int(MomentFlag.WIDE_PREDICTIVE_SPREAD)
                 flags = tuple(np.asarray(f) | np.where(s, wide, 0).astype(np.int32)
                               for f, s in zip(flags, spread, strict=True))
                 grown = tuple(np.asarray(f) | (s & p.has_fallback)
-                              for f, s, p in zip(force, spread, provider_tuple, strict=True))
-                if all(np.array_equal(g, f) for g, f in zip(grown, force, strict=True)):
+                              for f, s, p in zip(forced, spread, provider_tuple, strict=True))
+                if all(np.array_equal(g, f) for g, f in zip(grown, forced, strict=True)):
                     break
                 force, start = _lay_out((grown, etas))  # the backup answers those members
         finally:
@@ -705,9 +720,9 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
         draws = None
         if num_draws:
             began = time.perf_counter()
-            batch = jax.block_until_ready(_solve_jit(
+            batch = _whole(jax.block_until_ready(_solve_jit(
                 model, provider_tuple, etas, log_z, force, key, jnp.arange(num_draws),
-                settings._replace(track_elbo=False), False))
+                settings._replace(track_elbo=False), False)))
             single = lambda n, a: a[:, 0] if model.sizes[model.names.index(n)] is None else a
             draws = {
                 "eta": {n: single(n, np.asarray(e))
@@ -720,8 +735,8 @@ def solve(model: CAVIModel | Model, providers: dict[str, MomentProvider] | None,
             timings["draws_seconds"] = time.perf_counter() - began
             if linear_response:
                 began = time.perf_counter()
-                response = linear_response_draws(model, provider_tuple, etas, means, handed,
-                                                 num_draws, key)
+                response = linear_response_draws(_whole(model), provider_tuple, etas, means,
+                                                 handed, num_draws, key)
                 draws["eta_linear_response"] = {
                     n: single(n, r) for n, r in zip(model.names, response, strict=True)}
                 timings["linear_response_seconds"] = time.perf_counter() - began
@@ -743,11 +758,11 @@ def _audit(model, providers, etas, means, force, audit: Audit, key, settings: Lo
     untracked = settings._replace(track_elbo=False)
 
     def exact_solve(swapped, tol):
-        solved = _solve_jit(model, swapped, etas, log_z, force, key, None,
-                            untracked._replace(tol=tol), False)
+        solved = _whole(_solve_jit(model, swapped, etas, log_z, force, key, None,
+                                   untracked._replace(tol=tol), False))
         return solved.etas, solved.means
 
-    return audit_fixed_point(model, providers, etas, means, audit, key, exact_solve,
+    return audit_fixed_point(_whole(model), providers, etas, means, audit, key, exact_solve,
                              settings.tol, force)
 
 

@@ -429,3 +429,59 @@ def test_plates_over_two_devices_give_what_one_gives():
     assert abs(out[1]["iterations"] - out[2]["iterations"]) <= 1
     for name in ("mu", "tau", "tau_u", "u", "z"):
         np.testing.assert_allclose(out[2][name], out[1][name], rtol=1e-9, atol=1e-12)
+
+
+DISTRIBUTED = """
+import json, sys
+import jax
+process, port, run = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+if process >= 0:  # one of two processes on this machine, CPU collectives (gloo)
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
+import numpy as np
+from bayes_et.cavi import Audit, ExactMoments, NetworkMoments, WithFallback, examples, run_cavi
+from bayes_et.expfam import Gaussian
+y = np.random.default_rng(3).uniform(0.2, 1.2, 16)
+model = examples.gaussian_random_effects(y, 0.2, 1.0)
+exact = ExactMoments(Gaussian())
+network = WithFallback(NetworkMoments(run, num_samples=4), exact)
+result = run_cavi(model, {"z": network}, tol=1e-10, num_draws=4,
+                  linear_response=True, audit=Audit({"z": exact}, members=6, seed=1))
+print(json.dumps({"devices": len(jax.devices()), "eta": result.eta["z"].tolist(),
+                  "mu": result.eta["mu"].tolist(),
+                  "draws": result.draws["eta"]["z"].tolist(),
+                  "linear": result.draws["eta_linear_response"]["z"].tolist(),
+                  "audit": result.audit.eta["mu"].tolist(),
+                  "members": result.audit.members["z"].tolist()}))
+"""
+
+
+@pytest.mark.slow  # minutes: in the slow tier
+def test_two_processes_with_jax_distributed_give_what_one_gives(trained_runs):
+    """The plate laid out over two processes' devices (jax.distributed on localhost): the
+    fixed point, its function draws, their linear response and the audit equal one
+    process's, on both processes."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    run = str(trained_runs["gaussian"])
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [subprocess.Popen([sys.executable, "-c", DISTRIBUTED, str(p), port, run], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in (0, 1, -1)]
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-2000:]
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    one = outs[2]
+    assert one["devices"] == 1 and outs[0]["devices"] == outs[1]["devices"] == 2
+    for two in outs[:2]:
+        assert two["members"] == one["members"]
+        for name in ("eta", "mu", "draws", "linear", "audit"):
+            np.testing.assert_allclose(two[name], one[name], rtol=1e-9, atol=1e-12)
