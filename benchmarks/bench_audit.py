@@ -55,6 +55,7 @@ from bayes_et.cavi import (
     examples,
     run_cavi,
 )
+from bayes_et.cavi._audit import STEP_SLACK  # the audit interval's floor after a step
 from bayes_et.expfam import PoissonLogNormal
 from bayes_et.params import load_header
 from bayes_et.train import train_run
@@ -277,7 +278,8 @@ def main() -> None:
             "training_seconds": metrics["training_seconds"],
             "epochs": metrics["epochs"], "max_nrmse": max(metrics["test"]["nrmse"].values()),
             "held_out_coverage_90": metrics["test"]["coverage"]["0.9"],
-            "epochs_factor": args.epochs_factor,
+            "epochs_factor": args.epochs_factor, "exact_tol": EXACT["tol"],
+            "interval_floor_over_tol": STEP_SLACK,
             "field_lengths": "one per eta coordinate" if load_header(run / "model.eqx")[
                 "hyperparams"].get("residual_field_per_coordinate") else "one"}
         if args.datasets:

@@ -306,10 +306,13 @@ def _audit(data: dict) -> list[str]:
     bands, audits = [], []
     for name, net in data["networks"].items():
         a, field = net.get("audit"), net.get("field_lengths", "one")
+        # measured before: the exact fixed point to tol 1e-6, the audit's floor 10 x tol
+        exact_tol = _g(net.get("exact_tol", 1e-6))
+        floor = f"{_g(net.get('interval_floor_over_tol', 10.0))} tol"
         for b in (net[k] for k in net if k.startswith("band") and net[k]):
             first = b.get("first_dataset_seed", 2000)
             seeds = f"{first}-{first + b['num_datasets'] - 1}"
-            bands.append([name, field, b.get("rule", QUANTILE_BAND),
+            bands.append([name, field, exact_tol, b.get("rule", QUANTILE_BAND),
                           f"{b['num_datasets']} ({seeds})", pair(b["coverage"]),
                           pair(b["coverage_linear_response"]),
                           widths(b["median_half_width_over_sd"]),
@@ -317,7 +320,8 @@ def _audit(data: dict) -> list[str]:
         if a:
             first = a.get("first_dataset_seed", 5000)
             seeds = f"{first}-{first + a['num_datasets'] - 1}"
-            audits.append([name, field, f"{a['num_audits']} (data sets {seeds})", a["members"],
+            audits.append([name, field, exact_tol, floor,
+                           f"{a['num_audits']} (data sets {seeds})", a["members"],
                            pair(a["coverage"]),
                            widths(a["median_error_over_sd"]),
                            widths(a["median_half_width_over_sd"]), a["mean_z2"],
@@ -330,13 +334,16 @@ def _audit(data: dict) -> list[str]:
         "one per statistic, or one per statistic and eta coordinate; the band: the draws' "
         "mean ± Student's t × sd × √(1 + 1/S), a prediction interval, or, measured before, "
         "their 5% and 95% quantiles, which hold 85% of a new draw at S = 32):", "",
-        *_table(["network", "field lengths", "band", "data sets", "coverage",
+        *_table(["network", "field lengths", "exact to tol", "band", "data sets", "coverage",
                  "linear-response coverage", "half-width / sd", "s per data set",
                  "draws converged"], bands), "",
         "The audit at N = 10^4 (Gauss-Hermite oracle): coverage of the exact E[mu], E[tau] by "
         "the rectified fixed point's 90% interval (target [0.85, 0.95]; 'poor' is the mlp "
-        "trained 20x shorter, solved without a fallback; '-epochs4': trained 4x longer):", "",
-        *_table(["network", "field lengths", "audits", "members", "coverage", "error / sd",
+        "trained 20x shorter, solved without a fallback; '-epochs4': trained 4x longer; the "
+        "interval is never narrower than the floor, relative to the value, after the Newton "
+        "step that carries the solver's leftover):", "",
+        *_table(["network", "field lengths", "exact to tol", "interval floor", "audits",
+                 "members", "coverage", "error / sd",
                  "half-width / sd", "network z^2", "audit s / solve s"], audits)]
 
 
