@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import yaml
-from _common import save
+from _common import RESULTS, save
 
 from bayes_et._files import write_text
 from bayes_et.data import flag_invalid_rows, generate, load_dataset, split_dataset
@@ -144,7 +144,14 @@ def main() -> None:
     parser.add_argument("--no-active", action="store_true", help="skip the active-learning runs")
     parser.add_argument("--retrain", action="store_true",
                         help="train again where a finished run folder exists")
+    parser.add_argument("--active-only", action="store_true",
+                        help="only the active-learning runs; the table's rows stay as saved")
     args = parser.parse_args()
+    if args.active_only:
+        saved = json.loads((RESULTS / "training.json").read_text())
+        saved.pop("environment")
+        print(f"saved {save('training', {**saved, 'active': active_curves(retrain=True)})}")
+        return
     rows = []
     for data in args.data.split(","):
         for arch in args.archs.split(","):

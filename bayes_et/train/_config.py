@@ -66,12 +66,14 @@ class ActiveSettings:
     """Active learning after training: `rounds` times, score `candidates` x `num_eta`
     uniform eta of the data's box by predictive spread (design: spread) or not at all
     (design: uniform, the baseline), generate data at the `num_eta` chosen (the data's
-    method) and continue training from the last weights."""
+    method) and continue training from the last weights, round r's stages at
+    lr_decay^r x their lr (warm restarts of falling height: the schedule continues)."""
 
     rounds: int = setting(0, integer(0, 1000))
     num_eta: int = setting(100, integer(1, 10**7))
     candidates: int = setting(4, integer(1, 1000))
     design: str = setting("spread", choice("spread", "uniform"))
+    lr_decay: float = setting(0.5, number(0.0, 1.0, low_open=True))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -271,13 +271,13 @@ def _with_rows(train_set: Dataset, val_set: Dataset, rows: Dataset | None, cfg: 
 
 def _fit(model: TrainedET, cfg: TrainSettings, train_set: Dataset, val_set: Dataset,
          calibration_set: Dataset | None, key: jax.Array, key_pred: jax.Array,
-         progress: bool) -> tuple[TrainedET, list[dict], np.ndarray]:
+         progress: bool, lr_factor: float = 1.0) -> tuple[TrainedET, list[dict], np.ndarray]:
     """Train from the model's weights (its standardisation kept), then recalibrate on the
     calibration set (default: the validation split); also its held-out z^2."""
     floor = cfg.likelihood.noise_floor
     model, history = train(model, make_targets(train_set, model, floor),
                            make_targets(val_set, model, floor), cfg, key=key,
-                           progress=progress)
+                           progress=progress, lr_factor=lr_factor)
     model, z2 = recalibrate(model, calibration_set or val_set, key_pred,
                             cfg.predictive.num_samples)
     return model, history, z2
@@ -378,7 +378,8 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         added = rows if added is None else Dataset.concatenate([added, rows], added.metadata)
         train_set, val_set = _with_rows(train_set, val_set, rows, cfg, family)
         model, more, val_z2 = _fit(model, cfg, train_set, val_set, calibration_set,
-                           jax.random.fold_in(key_train, index + 1), key_pred, progress)
+                                   jax.random.fold_in(key_train, index + 1), key_pred,
+                                   progress, cfg.active.lr_decay ** (index + 1))
         history += [{**row, "epoch": len(history) + i, "round": index + 1}
                     for i, row in enumerate(more)]
     seconds = time.perf_counter() - began

@@ -4,6 +4,7 @@ sharded over the available devices, early stopping on the validation NLL."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import equinox as eqx
@@ -102,9 +103,13 @@ def train(
     *,
     key: jax.Array,
     progress: bool = True,
+    lr_factor: float = 1.0,
 ) -> tuple[TrainedET, list[dict[str, Any]]]:
-    """Run the config's stages in order; each keeps its best-validation checkpoint.
-    Returns the trained model and one history row per epoch."""
+    """Run the config's stages in order, each at `lr_factor` x its lr; each keeps its
+    best-validation checkpoint, and the model it starts from is the first candidate: a
+    stage replaces it only with one of lower validation NLL, so training can only help
+    (an active-learning round, say). Returns the trained model and one history row per
+    epoch."""
     devices = jax.devices()
     mesh = Mesh(np.array(devices), ("batch",))
     sharding = NamedSharding(mesh, PartitionSpec(None, "batch"))  # (num_batches, batch, ...)
@@ -123,12 +128,14 @@ def train(
     for index, stage in enumerate(cfg.stages):
         means, widths = STAGE_FLAGS[stage.name]
         dynamic, static = eqx.partition(model, stage_filter(model, means=means, widths=widths))
-        optimiser = _optimiser(cfg, stage, stage.epochs * num_batches)
+        optimiser = _optimiser(cfg, replace(stage, lr=stage.lr * lr_factor),
+                               stage.epochs * num_batches)
         opt_state = jax.device_put(optimiser.init(dynamic), replicated)
         loss_kwargs = {"prior": prior, "num_train": num_train, "sample": widths,
                        "fisher_weight": cfg.likelihood.fisher_weight,
                        "num_mc": stage.num_mc}
-        best_nll, best, waited = np.inf, model, 0
+        best_nll = float(_validate(model, val_set, val_key, cfg.validation.num_samples)[0])
+        best, waited, finite = model, 0, False
         bar = tqdm(range(stage.epochs), desc=f"train {stage.name}", unit="epoch",
                    disable=not progress)
         for _ in bar:
@@ -149,14 +156,15 @@ def train(
                 "seconds": time.perf_counter() - start,
             })
             bar.set_postfix(val_nll=f"{val_nll:.4g}")
-            if val_nll < best_nll:
+            finite |= bool(np.isfinite(val_nll))
+            if val_nll < best_nll or (np.isfinite(val_nll) and not np.isfinite(best_nll)):
                 best_nll, best, waited = val_nll, model, 0
             else:
                 waited += 1
                 if waited >= stage.patience or not np.isfinite(val_nll):
                     break
         bar.close()
-        if not np.isfinite(best_nll):
+        if not finite:
             raise ValueError(f"config key 'stages[{index}]' ({stage.name}): training diverged "
                              f"(the validation loss was never finite, last {val_nll:.3g}); "
                              "lower its lr")

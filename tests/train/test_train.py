@@ -28,6 +28,7 @@ from bayes_et.train import (
     predict,
     recalibrate,
     train,
+    validation_nll,
 )
 from bayes_et.train._predictive import field_draws, raw_predictive
 
@@ -63,6 +64,27 @@ def test_stages_improve_validation_nll_and_leave_frozen_leaves(noisy_gamma):
     assert np.array_equal(flatten_means(vi.net), flatten_means(fitted.net))
     assert not np.allclose(flatten_stdvs(vi.net), flatten_stdvs(fitted.net))
     assert {row["stage"] for row in history} == {"vi"}
+
+
+def test_a_stage_keeps_the_model_it_was_given_unless_it_lowers_the_validation_nll(noisy_gamma):
+    # What an active-learning round relies on: more training can only help. A stage at a
+    # learning rate that throws the weights far makes every epoch worse; the stage then
+    # returns its incumbent, bit for bit.
+    cfg, model, tr, va, _ = _setup(noisy_gamma)
+    fitted, _ = train(model, tr, va, _one_stage(cfg, "map", 30), key=jax.random.key(1),
+                      progress=False)
+    key = jax.random.key(5)
+    before = float(validation_nll(fitted, va, key, 8))
+    wild = replace(_one_stage(cfg, "map", 4), clip_norm=1e3)
+    again, history = train(fitted, tr, va, wild, key=jax.random.key(2), progress=False,
+                           lr_factor=500.0)
+    assert min(row["val_nll"] for row in history) > before + 1.0  # every epoch was worse
+    assert bool(eqx.tree_equal(again, fitted))
+    assert float(validation_nll(again, va, key, 8)) == before
+    # and a stage that improves is taken: a gentle continuation lowers it
+    better, _ = train(fitted, tr, va, _one_stage(cfg, "map", 30), key=jax.random.key(3),
+                      progress=False, lr_factor=0.5)
+    assert float(validation_nll(better, va, key, 8)) < before
 
 
 def _coverage_90(model, data, key, num_samples=16):
