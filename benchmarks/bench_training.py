@@ -73,11 +73,12 @@ def grid_scores(run: Path, data: Path) -> dict:
     cfg = load_train_config(json.loads((run / "metrics.json").read_text())["config"])
     family = GinzburgLandau()
     test = split_dataset(flag_invalid_rows(load_dataset(data), family), cfg.split, cfg.seed)[2]
-    mean, cov = predict(model, test.eta, jax.random.key(0), cfg.predictive.num_samples)
+    mean, cov, dof = predict(model, test.eta, jax.random.key(0), cfg.predictive.num_samples)
     var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2)
     mcse = np.sqrt(np.diagonal(mc_noise(test), axis1=1, axis2=2))
     truth = grid_moments(test.eta)
-    scores = calibration_metrics(np.asarray(mean), var, truth, mcse, list(family.flat_names))
+    scores = calibration_metrics(np.asarray(mean), var, truth, mcse, list(family.flat_names),
+                                 dof=np.asarray(dof))
     # The grid against NUTS: (NUTS - grid) / MCSE should be standard normal.
     scores["nuts_vs_grid_mean_z2"] = float(np.mean(((test.mu_T - truth) / mcse) ** 2))
     return {"truth": "float64 grid integral (1201^2 points on [-6, 6]^2)", **scores}

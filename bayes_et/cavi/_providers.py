@@ -33,7 +33,8 @@ from bayes_et.expfam._laplace import (
 from bayes_et.expfam._quadrature import moments_at
 from bayes_et.settings import choice, fail, integer, number, optional, parse, setting, text
 from bayes_et.train import TrainedET, load_run
-from bayes_et.train._predictive import field_draws, misfit_offsets
+from bayes_et.train._model import chi_mixing
+from bayes_et.train._predictive import field_draws, misfit_offsets, tail_scores
 
 ORACLES = ("exact", "gauss_hermite", "quadrature", "sampling")
 
@@ -350,11 +351,12 @@ SCALE_DRAWS = 8  # weight draws behind the local calibration scale of a function
 
 @eqx.filter_jit
 def _weight_and_function_draws(model: TrainedET, key: PRNGKeyArray, num_samples: int):
-    """The weight draws (stacked), misfit offsets and field draws behind NetworkMoments'
-    spread and function draws: one compiled call (op by op, it took ~7 s)."""
+    """The weight draws (stacked), misfit offsets, field draws and tail scores behind
+    NetworkMoments' spread and function draws: one compiled call (op by op, it took ~7 s)."""
     keys = jax.random.split(key, num_samples)  # the keys of bayes_et.train.predict
     nets = eqx.filter_vmap(lambda k: model.net.draw(k, sample=True))(keys)
-    return nets, misfit_offsets(model, key, num_samples), field_draws(model, key, num_samples)
+    return (nets, misfit_offsets(model, key, num_samples), field_draws(model, key, num_samples),
+            tail_scores(model, key, num_samples))
 
 
 class NetworkMoments(MomentProvider):
@@ -377,6 +379,7 @@ class NetworkMoments(MomentProvider):
     nets: AbstractET  # the num_samples weight draws, stacked (leading axis S)
     offsets: Float[Array, "S d"]
     fields: tuple | None  # the residual field's draws (ResidualField.draws)
+    scores: Float[Array, "S d"]  # the tail stage's normal scores (`tail_scores`)
     eta_min: Float[Array, " d"]
     eta_max: Float[Array, " d"]
     family: ExponentialFamily = eqx.field(static=True)
@@ -429,8 +432,8 @@ class NetworkMoments(MomentProvider):
             1 + np.where(finite, np.abs(lo), 0.0))
         self.model = model
         key = jax.random.key(0) if key is None else key
-        self.nets, self.offsets, self.fields = _weight_and_function_draws(model, key,
-                                                                          num_samples)
+        self.nets, self.offsets, self.fields, self.scores = _weight_and_function_draws(
+            model, key, num_samples)
         self.eta_min, self.eta_max = lo - pad, hi + pad
         self.family = family
         self.max_spread = float(max_spread)
@@ -457,15 +460,17 @@ class NetworkMoments(MomentProvider):
         answers = eqx.filter_vmap(lambda net: self.model.answer(net, eta))(nets)
         return answers - self.model.answer(self.model.net, eta)
 
-    def _scale(self, eta, dev=None):
-        """The calibration's scale of each statistic at one eta (k,), from the deviations
-        `dev` of the weight draws there; without them (a function draw) from the first
-        SCALE_DRAWS draws only (m depends on the spread weakly, as u^(b/2), |b| <= 1)."""
-        if not self.by_spread:  # constant in the spread
-            return self.model.scale(eta, self.model.misfit_variance)
-        if dev is None:
+    def _calibrated(self, eta, dev=None):
+        """(m, v) at one eta: the calibration's scale of each statistic (k,) and the
+        calibrated variance before the tail stage (k,), from the deviations `dev` of the
+        weight draws there; without them (a function draw) from the first SCALE_DRAWS
+        draws only (m depends on the spread weakly, as u^(b/2), |b| <= 1; the tail stage
+        on it as slowly)."""
+        if dev is None and (self.by_spread or self.model.tail is not None):
             dev = self._deviations(eta, SCALE_DRAWS)
-        return self.model.scale(eta, jnp.mean(dev**2, 0) + self.model.misfit_variance)
+        raw = self.model.misfit_variance + (0.0 if dev is None else jnp.mean(dev**2, 0))
+        m = self.model.scale(eta, raw)
+        return m, m**2 * raw + jnp.diagonal(self.model.field_covariance(eta))
 
     def _at(self, dtype) -> NetworkMoments:
         """This provider with its arrays in `dtype`: the solver's float64 sees a map that is
@@ -477,20 +482,24 @@ class NetworkMoments(MomentProvider):
         """(answer, cov or None, spread flag) at one eta: the model's answer, or that of
         calibrated function draw `draw`."""
         value = self.model.answer(self.model.net, eta)
-        if draw is None:
-            answer = value + self.model.correction(eta)
-        else:
+        answer = value + self.model.correction(eta)
+        if draw is not None:
             sample = self.model.answer(self._net(draw), eta)
             field = None if self.fields is None else tuple(a[draw] for a in self.fields)
-            answer = value + self._scale(eta) * (sample - value + self.offsets[draw]) \
-                + self.model.correction(eta, field)
+            m, v = self._calibrated(eta)
+            s, inv_nu = self.model.tail_at(v)
+            deviation = m * (sample - value + self.offsets[draw]) \
+                + self.model.correction(eta, field) + value - answer
+            answer = answer + s * chi_mixing(inv_nu, self.scores[draw]) * deviation
         if not full:
             return answer, None, jnp.int32(0)
         dev = self._deviations(eta)
-        m = self._scale(eta, dev)
+        m, _ = self._calibrated(eta, dev)
         cov = m[:, None] * (dev.T @ dev / self.num_samples
                             + jnp.diag(self.model.misfit_variance)) * m[None, :] \
             + self.model.field_covariance(eta)
+        s, _ = self.model.tail_at(jnp.diagonal(cov))
+        cov = s[:, None] * cov * s[None, :]
         spread = jnp.sqrt(jnp.diagonal(cov)) / self.model.net.scaler.mu_scale
         wide = jnp.max(spread) > self.max_spread
         return answer, cov, flag_where(wide, MomentFlag.WIDE_PREDICTIVE_SPREAD)
@@ -525,7 +534,9 @@ class NetworkMoments(MomentProvider):
             point = at.model.net.log_partition(e)
             if draw is None:
                 return point
-            scale = jnp.exp(jnp.mean(jnp.log(at._scale(e))))  # one scale for the scalar A
+            m, v = at._calibrated(e)
+            s, inv_nu = at.model.tail_at(v)  # one scale for the scalar A:
+            scale = jnp.exp(jnp.mean(jnp.log(m * s * chi_mixing(inv_nu, at.scores[draw]))))
             return point + scale * (at._net(draw).log_partition(e) - point)
 
         return _block_map(one, eta)

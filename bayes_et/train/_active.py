@@ -15,9 +15,9 @@ from ._predictive import predict
 
 def spread_score(model: TrainedET, eta: np.ndarray, key: PRNGKeyArray,
                  num_samples: int = 64) -> np.ndarray:
-    """The calibrated predictive variance at each eta summed over the statistics, in
-    units of the training targets' standard deviation: (n,)."""
-    _, cov = predict(model, eta, key, num_samples)
+    """The calibrated predictive variance (squared scale) at each eta summed over the
+    statistics, in units of the training targets' standard deviation: (n,)."""
+    cov = predict(model, eta, key, num_samples).cov
     var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2)
     return np.sum(var / np.asarray(model.net.scaler.mu_scale, np.float64) ** 2, axis=1)
 

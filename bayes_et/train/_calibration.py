@@ -1,6 +1,6 @@
-"""Recalibration of the predictive spread on the validation split: local (the scale follows
-the raw spread across eta) and robust (heavy-tailed residuals, so a few outliers cannot set
-it)."""
+"""Recalibration of the predictive on the validation split: local (the scale follows the raw
+spread across eta), robust (heavy-tailed residuals, so a few outliers cannot set it), and
+honest in the tails (a Student-t predictive where the residuals are heavy-tailed)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
+from scipy import stats
 
 from bayes_et.data import Dataset
 
 from ._field import MAX_STATISTICS, MIN_ROWS, fit_field
-from ._model import POWER, PRIOR_WEIGHT, Z90, LocalScale, SpreadCalibration, TrainedET
+from ._metrics import gaussianised
+from ._model import (
+    POWER,
+    PRIOR_WEIGHT,
+    Z90,
+    LocalScale,
+    SpreadCalibration,
+    TailScale,
+    TrainedET,
+)
 from ._objective import mc_noise
 from ._predictive import predict
 
@@ -29,6 +39,10 @@ PRIOR_SD = 2.0  # on log c^2: where the noise hides the error, the raw spread st
 LOG_C2 = np.linspace(-15.0, 15.0, 1501)
 BANDWIDTHS = np.geomspace(0.03, 3.0, 25)  # of the local stage, in standardised eta
 MAX_LOCAL = 512  # held-out eta kept by the local stage (a deterministic subset beyond)
+# The tail stage's candidates for 1/nu (0: Gaussian; nu >= 2.5, a finite variance), and its
+# bins: a tail's shape needs more held-out eta than a scale.
+INV_NU = np.array([0.0, 1 / 30, 1 / 10, 1 / 6, 1 / 4, 1 / 3, 0.4])
+MIN_PER_TAIL_BIN = 100
 
 
 def _bin_scale(r2: np.ndarray, u: np.ndarray, noise: np.ndarray) -> float:
@@ -65,6 +79,48 @@ def fit_calibration(residual: np.ndarray, raw_var: np.ndarray, noise: np.ndarray
     return SpreadCalibration(*rows)
 
 
+def _tail_scale(inv_nu: np.ndarray) -> np.ndarray:
+    """The scale s of s t_nu whose central 90% interval is the Gaussian's, +-Z90."""
+    with np.errstate(divide="ignore"):
+        return Z90 / stats.t.ppf(0.95, 1.0 / np.asarray(inv_nu, np.float64))
+
+
+def fit_tail(z: np.ndarray, variance: np.ndarray) -> TailScale:
+    """The tail stage from held-out z (n, k), standardised by the stages before, and their
+    calibrated variances (n, k), target-std units: per statistic, in up to MAX_BINS
+    equal-count bins of log variance (MIN_PER_TAIL_BIN each), the nu of z ~ s t_nu of
+    largest likelihood, s keeping the 90% interval the stages before set (their job) so
+    that nu moves the 50% and 99% ones; a finite nu costs 0.5 log n (the BIC's price of a
+    parameter), so Gaussian residuals stay Gaussian."""
+    n, k = z.shape
+    num_bins = int(np.clip(n // MIN_PER_TAIL_BIN, 1, MAX_BINS))
+    scale = _tail_scale(INV_NU)
+    nu = 1.0 / np.maximum(INV_NU, 1e-12)
+    out = np.zeros((3, num_bins, k))
+    for j in range(k):
+        log_v = np.log(variance[:, j])
+        for b, rows in enumerate(np.array_split(np.argsort(log_v), num_bins)):
+            x = z[rows, j][None, :] / scale[:, None]
+            log_lik = np.where(INV_NU[:, None] > 0, stats.t.logpdf(x, nu[:, None]),
+                               stats.norm.logpdf(x)).sum(1) - len(rows) * np.log(scale)
+            i = int(np.argmax(log_lik - 0.5 * np.log(len(rows)) * (INV_NU > 0)))
+            out[:, b, j] = log_v[rows].mean(), np.log(scale[i]), INV_NU[i]
+    return TailScale(*(jnp.asarray(a, jnp.float32) for a in out))
+
+
+def _held_out_local(local: LocalScale) -> np.ndarray:
+    """The local stage's c at each of its own held-out eta with that eta left out (n, k):
+    in sample, a large |z| would raise its own scale and hide the tail it is in."""
+    eta, power_z = np.asarray(local.eta, np.float64), np.asarray(local.power_z, np.float64)
+    d2 = np.sum((eta[:, None, :] - eta[None, :, :]) ** 2, -1)[:, :, None]
+    w = np.exp(-0.5 * d2 * np.exp(-2 * np.asarray(local.log_bandwidth, np.float64)))
+    w[np.arange(len(eta)), np.arange(len(eta))] = 0.0
+    level = np.asarray(local.level, np.float64)
+    mean = (PRIOR_WEIGHT * level + np.einsum("ijk,jk->ik", w, power_z)) / (
+        PRIOR_WEIGHT + w.sum(1))
+    return np.asarray(local.factor, np.float64) * mean ** (1 / POWER)
+
+
 def _interval_score(c: np.ndarray, abs_z: np.ndarray) -> float:
     """Mean interval score of the central 90% intervals +-Z90 c for |z| (a proper score:
     width plus 20 x the miss)."""
@@ -97,14 +153,15 @@ def fit_local(eta: np.ndarray, abs_z: np.ndarray) -> LocalScale:
 
 def recalibrate(model: TrainedET, val: Dataset, key: PRNGKeyArray,
                 num_samples: int = 64) -> tuple[TrainedET, np.ndarray]:
-    """A copy calibrated on the validation targets in three stages, per statistic: the
+    """A copy calibrated on the validation targets in four stages, per statistic: the
     residual field (`fit_field`: the smooth error, corrected and carried in the band), then
     on the residuals it leaves (leave-one-out where it was fitted) in bins of raw
     predictive spread (`fit_calibration`), then locally in eta (`LocalScale`); the targets'
     own MC noise and the field's variance count toward their distance from the
-    prediction. Also returns the calibrated z^2 of the validation rows (n, k), held out
-    from the field (leave-one-out): the in-sample band of a fitted field would flatter."""
-    mean, cov = (np.asarray(a, np.float64) for a in predict(
+    prediction; last the tail stage (`fit_tail`) on the z they leave. Also returns the
+    calibrated z^2 of the validation rows (n, k), Gaussianised (`gaussianised`) and held
+    out from the field (leave-one-out): the in-sample band of a fitted field would flatter."""
+    mean, cov, _ = (np.asarray(a, np.float64) for a in predict(
         model, val.eta, key, num_samples, calibrated=False))
     scale = np.asarray(model.net.scaler.mu_scale, np.float64)
     raw_var = np.diagonal(cov, axis1=1, axis2=2) / scale**2
@@ -132,5 +189,12 @@ def recalibrate(model: TrainedET, val: Dataset, key: PRNGKeyArray,
                         is_leaf=lambda x: x is None)
     c2 = np.asarray(jax.vmap(model.local_scale)(jnp.asarray(val.eta, jnp.float32)),
                     np.float64) ** 2
-    var = c2 * (spread_var + field_var) + noise
-    return model, residual**2 / var
+    c2[keep] = _held_out_local(local) ** 2
+    variance = c2 * (spread_var + field_var)
+    z = residual / np.sqrt(variance + noise)
+    tail = fit_tail(z, variance)
+    model = eqx.tree_at(lambda m: m.tail, model, tail, is_leaf=lambda x: x is None)
+    s, inv_nu = (np.asarray(a, np.float64) for a in jax.vmap(tail)(
+        jnp.asarray(variance, jnp.float32)))
+    with np.errstate(divide="ignore"):
+        return model, gaussianised(z / s, 1.0 / inv_nu) ** 2

@@ -52,6 +52,39 @@ class LocalScale(eqx.Module):
                    jnp.zeros(k))
 
 
+class TailScale(eqx.Module):
+    """The calibration's last stage: heavy tails. Per statistic, the held-out z (after the
+    stages before) in up to 4 bins of calibrated predictive variance v are fitted as
+    s t_nu (a Student-t predictive; nu = infinity is the Gaussian); between the bins'
+    centres log s and 1/nu are interpolated linearly in log v (held beyond them), so the
+    predictive is a smooth function of eta and a function draw stays smooth."""
+
+    log_v: Float[Array, "b k"]  # the bins' centres, log calibrated variance (target-std units)
+    log_s: Float[Array, "b k"]
+    inv_nu: Float[Array, "b k"]  # 1 / nu: 0 is Gaussian
+
+    def __call__(self, v: Float[Array, " k"]) -> tuple[Float[Array, " k"], Float[Array, " k"]]:
+        """(s, 1/nu) at calibrated variances v (k,), target-std units."""
+        at = lambda x, xp, fp: jnp.interp(x, xp, fp)
+        log_v = jnp.log(v)
+        log_s = jax.vmap(at)(log_v, self.log_v.T, self.log_s.T)
+        return jnp.exp(log_s), jax.vmap(at)(log_v, self.log_v.T, self.inv_nu.T)
+
+    @classmethod
+    def empty(cls, b: int, k: int) -> TailScale:
+        """A template of b bins (for loading)."""
+        return cls(jnp.zeros((b, k)), jnp.zeros((b, k)), jnp.zeros((b, k)))
+
+
+def chi_mixing(inv_nu: Float[Array, "*n k"], g: Float[Array, "*n k"]) -> Float[Array, "*n k"]:
+    """sqrt(nu / chi^2_nu) at the chi^2 quantile whose normal score is g (Wilson-Hilferty:
+    chi^2_nu / nu ~ (1 - a + g sqrt(a))^3, a = 2 / (9 nu)): a standard normal g shared by
+    a whole function draw makes its deviation s t_nu-distributed at every eta, smoothly in
+    nu; 1 where nu is infinite."""
+    a = 2.0 / 9.0 * inv_nu
+    return jnp.maximum(1.0 - a + g * jnp.sqrt(a), 0.2) ** -1.5
+
+
 class SpreadCalibration(NamedTuple):
     """The spread stage of the calibration, per statistic (k,) each: a raw predictive
     variance u (target-std units) becomes u exp(log_scale + slope clip(log u, log_u_min,
@@ -92,6 +125,7 @@ class TrainedET(eqx.Module):
     square_of: tuple[tuple[int, int], ...] = eqx.field(static=True, default=())
     local: LocalScale | None = None
     field: ResidualField | None = None
+    tail: TailScale | None = None
 
     @classmethod
     def wrap(cls, net: AbstractET, misfit: float = 0.1,
@@ -169,6 +203,15 @@ class TrainedET(eqx.Module):
         if self.local is None:
             return jnp.ones(self.net.eta_dim)
         return self.local(self._standardised(eta))
+
+    def tail_at(self, variance: Float[Array, " k"]
+                ) -> tuple[Float[Array, " k"], Float[Array, " k"]]:
+        """(s, 1/nu) of the tail stage at one eta whose calibrated predictive variance
+        (the stages before, targets' units) is `variance`: the Student-t predictive's scale
+        is s times the calibrated standard deviation; (1, 0) without a tail stage."""
+        if self.tail is None:
+            return jnp.ones_like(variance), jnp.zeros_like(variance)
+        return self.tail(variance / self.net.scaler.mu_scale**2)
 
     def scale(self, eta: Float[Array, " d"], raw_var: Float[Array, " k"]) -> Float[Array, " k"]:
         """The whole calibration of the weight draws' spread at one eta: the spread's factor

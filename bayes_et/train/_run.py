@@ -45,11 +45,11 @@ from bayes_et.params import get_parameter_count, load_header, load_model, save_m
 from bayes_et.settings import as_dict, integer, parse
 
 from ._active import select_eta
-from ._calibration import MAX_LOCAL, Z2_LEVEL, recalibrate
+from ._calibration import MAX_BINS, MAX_LOCAL, Z2_LEVEL, recalibrate
 from ._config import TrainSettings, load_train_config
 from ._field import ResidualField
-from ._metrics import calibration_metrics
-from ._model import LocalScale, TrainedET, squares_of
+from ._metrics import calibration_metrics, gaussianised
+from ._model import LocalScale, TailScale, TrainedET, squares_of
 from ._objective import make_targets, mc_noise
 from ._plots import plot_calibration, plot_learning_curves
 from ._predictive import predict
@@ -100,7 +100,7 @@ def evaluate(model: TrainedET, data: Dataset, family: ExponentialFamily, key: ja
     """Calibration metrics of the model's predictive on `data` against exact moments, or,
     for a family without any (multi-dimensional x), against the data's own Monte-Carlo
     targets with their MC variance added to the predictive one (`truth` says which)."""
-    mean, cov = predict(model, data.eta, key, num_samples)
+    mean, cov, dof = predict(model, data.eta, key, num_samples)
     var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2)
     mcse = None
     if np.all(np.isfinite(data.ess)):
@@ -116,7 +116,8 @@ def evaluate(model: TrainedET, data: Dataset, family: ExponentialFamily, key: ja
         source = ("Monte-Carlo targets (no exact moments exist): their MC variance is added "
                   "to the predictive one and subtracted from the squared error")
     return {"truth": source, **calibration_metrics(np.asarray(mean), var, truth, mcse,
-                                                   list(family.flat_names), noise)}
+                                                   list(family.flat_names), noise,
+                                                   np.asarray(dof))}
 
 
 def _template(hyperparams: dict, family: ExponentialFamily) -> TrainedET:
@@ -127,6 +128,9 @@ def _template(hyperparams: dict, family: ExponentialFamily) -> TrainedET:
     if rows:
         local = LocalScale.empty(rows, family.eta_dim, family.eta_dim)
         model = eqx.tree_at(lambda m: m.local, model, local, is_leaf=lambda x: x is None)
+    if hyperparams.get("tail_bins", 0):
+        tail = TailScale.empty(hyperparams["tail_bins"], family.eta_dim)
+        model = eqx.tree_at(lambda m: m.tail, model, tail, is_leaf=lambda x: x is None)
     if hyperparams.get("residual_field_rows", 0):
         field = ResidualField.empty(hyperparams["residual_field_rows"], family.eta_dim,
                                     family.eta_dim,
@@ -149,10 +153,11 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
         bad("eta_dim", "an int >= 1")
     if not isinstance(hyperparams.get("network"), dict):
         bad("network", "a mapping")
-    for key in ("local_calibration_rows", "residual_field_rows"):
+    for key, most in (("local_calibration_rows", MAX_LOCAL), ("residual_field_rows", MAX_LOCAL),
+                      ("tail_bins", MAX_BINS)):
         rows = hyperparams.get(key, 0)
-        if type(rows) is not int or not 0 <= rows <= MAX_LOCAL:
-            bad(key, f"an int in [0, {MAX_LOCAL}]")
+        if type(rows) is not int or not 0 <= rows <= most:
+            bad(key, f"an int in [0, {most}]")
     for key in ("residual_field_correlated", "residual_field_per_coordinate"):
         if type(hyperparams.get(key, False)) is not bool:
             bad(key, "true or false")
@@ -271,13 +276,15 @@ def _with_rows(train_set: Dataset, val_set: Dataset, rows: Dataset | None, cfg: 
 
 def _fit(model: TrainedET, cfg: TrainSettings, train_set: Dataset, val_set: Dataset,
          calibration_set: Dataset | None, key: jax.Array, key_pred: jax.Array,
-         progress: bool, lr_factor: float = 1.0) -> tuple[TrainedET, list[dict], np.ndarray]:
-    """Train from the model's weights (its standardisation kept), then recalibrate on the
-    calibration set (default: the validation split); also its held-out z^2."""
+         progress: bool, lr_factor: float = 1.0, fresh: bool = False
+         ) -> tuple[TrainedET, list[dict], np.ndarray]:
+    """Train from the model's weights (its standardisation kept; `fresh`: untrained, no
+    candidate to keep), then recalibrate on the calibration set (default: the validation
+    split); also its held-out z^2."""
     floor = cfg.likelihood.noise_floor
     model, history = train(model, make_targets(train_set, model, floor),
                            make_targets(val_set, model, floor), cfg, key=key,
-                           progress=progress, lr_factor=lr_factor)
+                           progress=progress, lr_factor=lr_factor, keep_start=not fresh)
     model, z2 = recalibrate(model, calibration_set or val_set, key_pred,
                             cfg.predictive.num_samples)
     return model, history, z2
@@ -352,7 +359,8 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     train_set, val_set, test_set = _splits(dataset, family, cfg)
     data_cfg = _recorded_data_config(dataset, family) if cfg.active.rounds else None
     key_net, key_train, key_pred = jax.random.split(jax.random.key(cfg.seed), 3)
-    if start is None:
+    fresh = start is None
+    if fresh:
         net = build(cfg.architecture, family.eta_dim, cfg.network, key_net)
         start = TrainedET.wrap(net.standardize(train_set.eta, train_set.mu_T),
                                cfg.likelihood.init_misfit, squares_of(family, net))
@@ -363,7 +371,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     model, history, val_z2 = start, [], None
     if refit:
         model, history, val_z2 = _fit(start, cfg, train_set, val_set, calibration_set,
-                                      key_train, key_pred, progress)
+                                      key_train, key_pred, progress, fresh=fresh)
     curve = []
     for index in range(cfg.active.rounds):
         curve.append(_curve_point(evaluate(model, test_set, family, key_pred, num_samples),
@@ -388,10 +396,11 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     if curve:  # the last point is the final score
         curve.append(_curve_point(test, len(train_set) + len(val_set)))
     if val_z2 is None:  # not recalibrated here: the loaded model's band, in sample
-        mean, cov = predict(model, val_set.eta, key_pred, num_samples)
+        mean, cov, dof = predict(model, val_set.eta, key_pred, num_samples)
         val_var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2) + np.diagonal(
             mc_noise(val_set), axis1=1, axis2=2)
-        val_z2 = (val_set.mu_T - np.asarray(mean, np.float64)) ** 2 / val_var
+        val_z2 = gaussianised((val_set.mu_T - np.asarray(mean, np.float64))
+                              / np.sqrt(val_var), np.asarray(dof)) ** 2
     spec = family_spec(family)
     hyperparams = {
         "architecture": cfg.architecture, "eta_dim": family.eta_dim,
@@ -402,6 +411,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         "data": source, "data_method": dataset.metadata.get("method"),
         "local_calibration_rows": 0 if model.local is None else len(model.local.eta),
         "residual_field_rows": 0 if model.field is None else len(model.field.z),
+        "tail_bins": 0 if model.tail is None else len(model.tail.log_v),
         "residual_field_correlated": getattr(model.field, "correlation", None) is not None,
         "residual_field_per_coordinate": model.field is not None,
     }
@@ -425,7 +435,11 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
             else np.exp(np.asarray(model.field.log_lengthscale, np.float64)).tolist(),
             "field_correlation": None if not hyperparams["residual_field_correlated"]
             else np.asarray(model.field.correlation @ model.field.correlation.T,
-                            np.float64).tolist()},
+                            np.float64).tolist(),
+            "tail": None if model.tail is None else {  # per spread bin (rows), statistic
+                "log_variance": np.asarray(model.tail.log_v, np.float64).tolist(),
+                "scale": np.exp(np.asarray(model.tail.log_s, np.float64)).tolist(),
+                "inverse_dof": np.asarray(model.tail.inv_nu, np.float64).tolist()}},
         "validation_mean_z2": float(np.mean(val_z2)),
         "validation_coverage_90": float(np.mean(val_z2 <= Z2_LEVEL)),
         "test": test,

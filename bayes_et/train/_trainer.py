@@ -104,12 +104,14 @@ def train(
     key: jax.Array,
     progress: bool = True,
     lr_factor: float = 1.0,
+    keep_start: bool = True,
 ) -> tuple[TrainedET, list[dict[str, Any]]]:
     """Run the config's stages in order, each at `lr_factor` x its lr; each keeps its
     best-validation checkpoint, and the model it starts from is the first candidate: a
     stage replaces it only with one of lower validation NLL, so training can only help
-    (an active-learning round, say). Returns the trained model and one history row per
-    epoch."""
+    (an active-learning round, say). keep_start=False: the first stage's start is no
+    candidate (fresh weights: its best epoch is taken, however bad, so a diverged run
+    shows). Returns the trained model and one history row per epoch."""
     devices = jax.devices()
     mesh = Mesh(np.array(devices), ("batch",))
     sharding = NamedSharding(mesh, PartitionSpec(None, "batch"))  # (num_batches, batch, ...)
@@ -134,7 +136,8 @@ def train(
         loss_kwargs = {"prior": prior, "num_train": num_train, "sample": widths,
                        "fisher_weight": cfg.likelihood.fisher_weight,
                        "num_mc": stage.num_mc}
-        best_nll = float(_validate(model, val_set, val_key, cfg.validation.num_samples)[0])
+        best_nll = np.inf if index == 0 and not keep_start else float(
+            _validate(model, val_set, val_key, cfg.validation.num_samples)[0])
         best, waited, finite = model, 0, False
         bar = tqdm(range(stage.epochs), desc=f"train {stage.name}", unit="epoch",
                    disable=not progress)

@@ -418,7 +418,8 @@ def _rewrite_header(path: Path, change, rehash: bool) -> None:
     (lambda p: p.write_bytes(p.read_bytes()[:-100]), "content hash mismatch"),
     (lambda p: _rewrite_header(p, lambda h: h["hyperparams"].update(
         family={"name": "Beta", "args": {}}), rehash=False), "content hash mismatch"),
-    (lambda p: p.write_bytes(p.read_bytes()[:-8] + bytes(8)), "content hash mismatch"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-8] + bytes(b ^ 0xFF for b in p.read_bytes()[-8:])),
+     "content hash mismatch"),  # flipped bits: never the bytes that were there
     (lambda p: p.write_bytes(b"{not json\n" + p.read_bytes()), "not a bayes_et model file"),
     (lambda p: _rewrite_header(p, lambda h: h["hyperparams"].update(eta_dim=3), rehash=True),
      "header field 'stat_names'"),

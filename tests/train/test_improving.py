@@ -114,7 +114,7 @@ def test_fallback_answers_extend_a_run_and_improve_it_there(tmp_path):
     key = jax.random.key(0)
     error = {}
     for name, folder in (("before", run), ("after", extended)):
-        mean, _ = predict(load_run(folder).model, answers.eta, key, 16)
+        mean = predict(load_run(folder).model, answers.eta, key, 16).mean
         error[name] = np.sqrt(np.mean((np.asarray(mean) - answers.mu_T) ** 2, 0))
     assert np.all(error["after"] < 0.5 * error["before"]), error
 
@@ -135,6 +135,6 @@ def test_audit_answers_extend_a_run_and_improve_it_there(tmp_path):
     key = jax.random.key(0)
     error = {}
     for name, folder in (("before", run), ("after", extended)):
-        mean, _ = predict(load_run(folder).model, answers.eta, key, 16)
+        mean = predict(load_run(folder).model, answers.eta, key, 16).mean
         error[name] = np.sqrt(np.mean((np.asarray(mean) - answers.mu_T) ** 2, 0))
     assert np.mean(error["after"] / error["before"]) < 1.0, error

@@ -30,6 +30,7 @@ from bayes_et.train import (
     train,
     validation_nll,
 )
+from bayes_et.train._metrics import gaussianised
 from bayes_et.train._predictive import field_draws, raw_predictive
 
 
@@ -88,9 +89,8 @@ def test_a_stage_keeps_the_model_it_was_given_unless_it_lowers_the_validation_nl
 
 
 def _coverage_90(model, data, key, num_samples=16):
-    mean, cov = predict(model, data.eta, key, num_samples)
-    sd = np.sqrt(np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2))
-    return np.mean(np.abs(data.mu_T - np.asarray(mean)) <= 1.6449 * sd)
+    predictive = predict(model, data.eta, key, num_samples)
+    return np.mean(np.abs(data.mu_T - np.asarray(predictive.mean)) <= predictive.half_width(0.9))
 
 
 @pytest.mark.slow  # minutes: in the slow tier
@@ -107,7 +107,7 @@ def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     calibrated, _ = recalibrate(model, planted, key, num_samples=16)
     assert 0.85 <= _coverage_90(calibrated, test_set, key) <= 0.95
     # A single scale fitted on the mean z^2 (the rule this replaced) is ruined by them.
-    mean, cov = predict(model, planted.eta, key, 16, calibrated=False)
+    mean, cov, _ = predict(model, planted.eta, key, 16, calibrated=False)
     z2 = (planted.mu_T - np.asarray(mean)) ** 2 / np.diagonal(np.asarray(cov), axis1=1,
                                                                axis2=2)
     single = model.spread_calibration._replace(
@@ -135,7 +135,7 @@ def test_recalibration_is_robust_to_outliers_and_draws_match_it():
     assert np.all(np.abs(eps.mean(0)) <= 4 / np.sqrt(num))  # N(0, 1): 4 standard errors
     assert np.all(np.abs(eps.var(0, ddof=1) - 1) <= 4 * np.sqrt(2 / (num - 1)))
     # Their pointwise spread is the calibrated predictive's.
-    _, cov = predict(calibrated, test_set.eta, key, num)
+    cov = predict(calibrated, test_set.eta, key, num).cov
     np.testing.assert_allclose((draws + field).std(0, ddof=1) ** 2
                                / np.diagonal(cov, axis1=1, axis2=2),
                                1.0, atol=4 * np.sqrt(2 / (num - 1)) + 0.02)
@@ -168,6 +168,41 @@ def test_the_residual_field_learns_a_smooth_error_and_the_band_stays_honest():
     assert abs(_coverage_90(calibrated, target, key) - 0.9) <= 3 * np.sqrt(0.09 / n) + 0.03
     # the validation rows' z^2, held out from the field, say the same
     assert abs(np.mean(held_out <= 2.7055) - 0.9) <= 3 * np.sqrt(0.09 / held_out.size) + 0.03
+
+
+def test_a_heavy_tailed_error_gets_a_student_t_predictive_whose_tails_hold():
+    # The network's error planted as 2 x its raw spread x t_2.5 noise: a Gaussian band
+    # calibrated at 90% is too wide at 50% and too narrow at 99%; the tail stage's t holds
+    # at all three (binomial standard error of a coverage over 2 x 1800 z: <= 0.009).
+    data = synthetic_dataset(3000, seed=3, ess=None)
+    cfg = load_train_config(TINY)
+    tr, va, te = split_dataset(data, (0.2, 0.2, 0.6), 0)
+    net = build("mlp", 2, cfg.network, jax.random.key(0)).standardize(tr.eta, tr.mu_T)
+    model, floor = TrainedET.wrap(net), cfg.likelihood.noise_floor
+    model, _ = train(model, make_targets(tr, model, floor), make_targets(va, model, floor),
+                     cfg, key=jax.random.key(1), progress=False)
+
+    def planted(split, seed):
+        mean, cov, _ = predict(model, split.eta, jax.random.key(9), 16, calibrated=False)
+        sd = np.sqrt(np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2))
+        noise = np.random.default_rng(seed).standard_t(2.5, sd.shape)
+        return replace(split, mu_T=np.asarray(mean, np.float64) + 2 * sd * noise)
+
+    held_out = planted(te, 3)
+    calibrated, _ = recalibrate(model, planted(va, 2), jax.random.key(2), 16)
+    assert np.all(np.asarray(calibrated.tail.inv_nu) > 0)  # heavy tails seen in every bin
+    coverage = {}
+    for name, m in (("t", calibrated), ("gaussian", replace(calibrated, tail=None))):
+        mean, cov, dof = predict(m, held_out.eta, jax.random.key(4), 16)
+        var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2)
+        coverage[name] = calibration_metrics(np.asarray(mean), var, held_out.mu_T,
+                                             dof=np.asarray(dof))["coverage"]
+    t, gaussian = coverage["t"], coverage["gaussian"]
+    assert 0.97 <= t["0.99"] and abs(t["0.5"] - 0.5) <= 0.04 and 0.86 <= t["0.9"] <= 0.94
+    assert gaussian["0.99"] < 0.96 and gaussian["0.5"] > 0.56, coverage
+    # a t-distributed z, Gaussianised by its own t, is standard normal
+    z = gaussianised(stats.t.rvs(2.5, size=20000, random_state=0), 2.5)
+    assert abs(np.mean(z**2) - 1) < 0.05 and abs(np.mean(np.abs(z) <= 1.6449) - 0.9) < 0.01
 
 
 def test_metrics_equal_a_direct_computation():
