@@ -17,8 +17,8 @@ def _map_then_vi(ns):  # fits sin(x), with a sane spread
 
 
 def _training(ns):  # predictions near the exact moments, after a round of active learning
-    mean, sd, truth = (np.asarray(ns[k]) for k in ("mean", "sd", "truth"))
-    assert np.all(np.abs(mean - truth) <= 0.05 * np.abs(truth) + 5 * sd)
+    mean, band, truth = (np.asarray(k) for k in (ns["predictive"].mean, ns["band"], ns["truth"]))
+    assert np.all(np.abs(mean - truth) <= 0.05 * np.abs(truth) + 3 * band)  # band: 90% half-width
     assert ns["header"]["training_region"] and (ns["refined"] / "added.npz").is_file()
 
 
