@@ -32,7 +32,7 @@ class EtaSettings:
     """How many eta, their design, and an optional box per statistic ([lo, hi])."""
 
     num: int = setting(check=integer(1, 10**8))
-    design: str = setting("uniform", choice("uniform", "log_uniform", "grid"))
+    design: str = setting("uniform", choice("uniform", "log_uniform", "grid", "chart"))
     box: dict | None = setting(None, optional(mapping))
 
 

@@ -1,5 +1,6 @@
 """Exponential families, their supports, and exact moments (closed form or quadrature)."""
 
+from ._charts import BetaShapes, Chart, GammaShapes, LogEdges
 from ._divergence import kl_divergence, log_partition_difference
 from ._family import ExponentialFamily
 from ._laplace import laplace_moments_at
@@ -28,8 +29,9 @@ FAMILIES = {
 """Built-in families by name (as used in configs)."""
 
 __all__ = [
-    "Beta", "Circle", "ExponentialFamily", "FAMILIES", "Gamma", "Gaussian", "GinzburgLandau",
-    "Interval", "LaplaceProduct", "MultivariateNormal", "MultivariatePoissonLogNormal",
+    "Beta", "BetaShapes", "Chart", "Circle", "ExponentialFamily", "FAMILIES", "Gamma",
+    "GammaShapes", "Gaussian", "GinzburgLandau",
+    "Interval", "LaplaceProduct", "LogEdges", "MultivariateNormal", "MultivariatePoissonLogNormal",
     "PoissonLogNormal", "Positive", "PositiveDefinite", "Quartic", "Real", "Support",
     "ROUTES", "Route", "TruncatedNormal", "VonMises", "Wishart", "build_family",
     "exact_moments", "family_from_record", "family_spec",

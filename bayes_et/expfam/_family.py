@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from ._charts import Chart
 from ._supports import Support
 
 MAX_DIM = 1000  # x in R^d: a (d, d) array per eta stays well within memory
@@ -51,7 +52,7 @@ class ExponentialFamily:
     - ``_compute_stats(x) -> dict`` for one x;
 
     and optionally ``log_base_measure(x)``, ``eta_constraints(eta)``, ``breakpoints``,
-    ``squares`` (statistics that are the square of another),
+    ``squares`` (statistics that are the square of another), ``chart`` (a `Chart`),
     (kinks of the density, for quadrature), ``eta_box`` (the
     default eta box: statistic name -> (lo, hi)), and single-eta closed forms
     ``_log_partition``, ``_mean_stats``, ``_fisher`` (flat eta of shape (eta_dim,)).
@@ -64,6 +65,8 @@ class ExponentialFamily:
     eta_box: dict[str, tuple[float, float]] | None = None
     breakpoints: tuple[float, ...] = ()
     """x values where the density has a kink; quadrature splits its panels there."""
+    chart: Chart | None = None
+    """Coordinates in which the moment map is smooth (`Chart`): networks train in them."""
     squares: dict[str, str] = {}
     """Scalar statistics that are the square of another: {"x2": "x"} says T_x2 = T_x^2, so
     E[T_x2] = mu_x^2 + d mu_x / d eta_x (a variance is a derivative of the moment map)."""

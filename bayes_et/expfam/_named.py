@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.nn import log_sigmoid
 from jax.scipy.special import digamma, gammaln, i0e, i1e, polygamma
 
+from ._charts import BetaShapes, GammaShapes
 from ._family import ExponentialFamily, VectorFamily
 from ._supports import Circle, Interval, Positive, Real
 
@@ -24,6 +25,7 @@ class Gamma(ExponentialFamily):
     stat_shapes = {"log_x": (), "x": ()}
     support = Positive()
     eta_box = {"log_x": (-0.5, 5.0), "x": (-5.0, -0.2)}
+    chart = GammaShapes()
 
     def _compute_stats(self, x):
         return {"log_x": jnp.log(x), "x": x}
@@ -54,6 +56,7 @@ class Beta(ExponentialFamily):
     stat_shapes = {"log_x": (), "log1m_x": ()}
     support = Interval(0.0, 1.0)
     eta_box = {"log_x": (-0.5, 5.0), "log1m_x": (-0.5, 5.0)}
+    chart = BetaShapes()
 
     def _compute_stats(self, x):
         return {"log_x": jnp.log(x), "log1m_x": jnp.log1p(-x)}

@@ -10,6 +10,7 @@ from typing import Any
 from bayes_et.et import ARCHITECTURES
 from bayes_et.settings import (
     SEED_MAX,
+    boolean,
     choice,
     fail,
     integer,
@@ -93,6 +94,7 @@ class TrainSettings:
     architecture: str = setting(check=_architecture)
     data: str | None = setting(None, optional(text))
     network: dict = setting(check=mapping, factory=dict)
+    chart: bool = setting(True, boolean)  # learn in the family's chart, where it declares one
     seed: int = setting(0, integer(0, SEED_MAX))
     split: tuple[float, float, float] = setting((0.8, 0.1, 0.1), _split)
     batch_size: int = setting(256, integer(1, 10**7))

@@ -31,7 +31,7 @@ from bayes_et.data import (
 )
 from bayes_et.data._config import box_arrays, complete_data_config
 from bayes_et.data._generate import generate_into
-from bayes_et.et import ARCHITECTURES, build
+from bayes_et.et import ARCHITECTURES, AbstractET, ChartedET, build
 from bayes_et.expfam import (
     ExponentialFamily,
     build_family,
@@ -120,9 +120,16 @@ def evaluate(model: TrainedET, data: Dataset, family: ExponentialFamily, key: ja
                                                    np.asarray(dof))}
 
 
+def _network(architecture: str, config: dict, family: ExponentialFamily, key,
+             chart: bool) -> AbstractET:
+    """A fresh network for the family, in its chart if `chart` (and it declares one)."""
+    net = build(architecture, family.eta_dim, config, key)
+    return ChartedET(net, family.chart) if chart and family.chart is not None else net
+
+
 def _template(hyperparams: dict, family: ExponentialFamily) -> TrainedET:
-    net = build(hyperparams["architecture"], hyperparams["eta_dim"], hyperparams["network"],
-                jax.random.key(0))
+    net = _network(hyperparams["architecture"], hyperparams["network"], family,
+                   jax.random.key(0), hyperparams.get("chart") is not None)
     model = TrainedET.wrap(net, square_of=squares_of(family, net))
     rows = hyperparams.get("local_calibration_rows", 0)
     if rows:
@@ -165,6 +172,9 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
     if family.eta_dim != dim or hyperparams.get("stat_names") != list(family.flat_names):
         bad("stat_names", f"{list(family.flat_names)} (eta_dim {family.eta_dim}) of "
             f"{family.name}")
+    chart = None if family.chart is None else family.chart.name
+    if hyperparams.get("chart") not in (None, chart):
+        bad("chart", f"{chart!r} (the chart {family.name} declares) or null")
     region = hyperparams.get("training_region")
     ok = isinstance(region, dict) and all(
         np.shape(region.get(k)) == (dim,) and np.all(np.isfinite(np.asarray(region[k], float)))
@@ -361,7 +371,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     key_net, key_train, key_pred = jax.random.split(jax.random.key(cfg.seed), 3)
     fresh = start is None
     if fresh:
-        net = build(cfg.architecture, family.eta_dim, cfg.network, key_net)
+        net = _network(cfg.architecture, cfg.network, family, key_net, cfg.chart)
         start = TrainedET.wrap(net.standardize(train_set.eta, train_set.mu_T),
                                cfg.likelihood.init_misfit, squares_of(family, net))
     train_set, val_set = _with_rows(train_set, val_set, added, cfg, family)
@@ -405,6 +415,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     hyperparams = {
         "architecture": cfg.architecture, "eta_dim": family.eta_dim,
         "network": cfg.network, "family": spec,
+        "chart": model.net.chart.name if isinstance(model.net, ChartedET) else None,
         "stat_names": list(family.flat_names),
         "training_region": {"eta_min": train_set.eta.min(0).tolist(),
                             "eta_max": train_set.eta.max(0).tolist()},
