@@ -9,7 +9,8 @@ design at equal budget.
                                         [--data ...] [--no-active] [--retrain]
 
 Datasets and run folders go to runs/bench_training/ (a finished run folder is scored again,
-not retrained, unless --retrain); the table to results/training.json.
+not retrained, unless --retrain); the table to results/training.json, where the rows (and
+the active curves) not run this time stay as saved.
 """
 
 from __future__ import annotations
@@ -183,6 +184,12 @@ def main() -> None:
               f"{r['max_nrmse']:.2e} | {mcse} | {r['coverage_90']:.3f} | {r['mean_z2']:.2f} | "
               f"{bins} | {yes(r['accurate'])} | {yes(r['calibrated'])} | "
               f"{yes(r['locally_calibrated'])} |")
+    # rows and curves not run this time stay as saved
+    saved = json.loads((RESULTS / "training.json").read_text()) if (
+        RESULTS / "training.json").is_file() else {}
+    ran = {(r["architecture"], r["data"]) for r in rows}
+    rows = [r for r in saved.get("runs", []) if (r["architecture"], r["data"]) not in ran] + rows
+    active = active or saved.get("active")
     print(f"saved {save('training', {'targets': TARGETS, 'runs': rows, 'active': active})}")
 
 

@@ -90,6 +90,14 @@ class AbstractET(eqx.Module):
         """d mu_T / d eta (d, d): the model's Fisher information."""
         return jax.jacfwd(self.draw(key, sample)._forward)(self._check(eta))
 
+    def standardised(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
+        """One eta in the network's own standardised input coordinates."""
+        return (eta - self.scaler.eta_mean) / self.scaler.eta_scale
+
+    def centre(self) -> Float[Array, " d"]:
+        """The eta at the centre of the training data (where a Newton inverse starts)."""
+        return self.scaler.eta_mean
+
     def standardize(self, eta, mu) -> AbstractET:
         """A copy whose input/output scaling is fitted to data eta (n, d), mu (n, d)."""
         return eqx.tree_at(lambda m: m.scaler, self, Standardizer.fit(eta, mu))

@@ -35,6 +35,14 @@ class ChartedET(AbstractET):
     def _forward(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
         return self.chart.offset(eta) + self.inner._forward(self.chart.coords(eta))
 
+    def standardised(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
+        """inner's standardised coordinates of the chart's coordinates."""
+        return self.inner.standardised(self.chart.coords(eta))
+
+    def centre(self) -> Float[Array, " d"]:
+        """The eta at inner's centre."""
+        return self.chart.eta_from(self.inner.centre())
+
     def fisher(self, eta, *, key: PRNGKeyArray | None = None, sample: bool = False):
         """d mu / d eta through the chart (reverse mode where inner has no forward one)."""
         jacobian = jax.jacfwd if self.forward_mode else jax.jacrev

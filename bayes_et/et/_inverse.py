@@ -25,7 +25,7 @@ def eta_from_mu(
     if model.has_exact_inverse:
         return model.inverse(mu)
     mu = model._check(mu)
-    start = model.scaler.eta_mean if eta_init is None else jnp.asarray(eta_init)
+    start = model.centre() if eta_init is None else jnp.asarray(eta_init)
     solution = optx.least_squares(lambda eta, _: model._forward(eta) - mu,
                                   optx.LevenbergMarquardt(rtol=rtol, atol=atol), start,
                                   max_steps=max_steps, throw=False)

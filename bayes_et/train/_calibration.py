@@ -167,8 +167,8 @@ def recalibrate(model: TrainedET, val: Dataset, key: PRNGKeyArray,
     raw_var = np.diagonal(cov, axis1=1, axis2=2) / scale**2
     noise = np.diagonal(mc_noise(val), axis1=1, axis2=2) / scale**2
     residual = (np.asarray(val.mu_T, np.float64) - mean) / scale
-    s = model.net.scaler
-    eta = (np.asarray(val.eta, np.float64) - np.asarray(s.eta_mean)) / np.asarray(s.eta_scale)
+    with jax.enable_x64(True):
+        eta = np.asarray(jax.vmap(model._standardised)(jnp.asarray(val.eta, jnp.float64)))
     keep = np.sort(np.random.default_rng(0).permutation(len(eta))[:MAX_LOCAL])
     field, field_var = None, np.zeros_like(residual)
     if residual.shape[1] <= MAX_STATISTICS and len(keep) >= MIN_ROWS:

@@ -167,7 +167,7 @@ class TrainedET(eqx.Module):
                                                                  c.log_u_max)))
 
     def _standardised(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
-        return (eta - self.net.scaler.eta_mean) / self.net.scaler.eta_scale
+        return self.net.standardised(eta)
 
     def correction(self, eta: Float[Array, " d"], draw: tuple | None = None
                    ) -> Float[Array, " k"]:
@@ -186,9 +186,8 @@ class TrainedET(eqx.Module):
         """d correction / d eta of the field's mean at one eta (zeros without a field)."""
         if self.field is None:
             return jnp.zeros((self.net.eta_dim, self.net.eta_dim))
-        scaler = self.net.scaler
-        return scaler.mu_scale[:, None] * self.field.gradient(self._standardised(eta)) \
-            / scaler.eta_scale[None, :]
+        return self.net.scaler.mu_scale[:, None] * self.field.gradient(
+            self._standardised(eta)) @ jax.jacfwd(self._standardised)(eta)
 
     def field_covariance(self, eta: Float[Array, " d"]) -> Float[Array, "k k"]:
         """The field's posterior covariance of the statistics at one eta, scaled by the

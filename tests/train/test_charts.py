@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY
 
 from bayes_et.data import design_eta, generate
-from bayes_et.et import ChartedET, build
+from bayes_et.et import ChartedET, build, eta_from_mu
 from bayes_et.expfam import (
     Beta,
     BetaShapes,
@@ -90,6 +90,10 @@ def test_the_predictive_of_a_charted_model_maps_back_exactly():
     np.testing.assert_allclose(mean, offset + mean_z, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(draws, offset + draws_z, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(cov, cov_z, rtol=1e-3, atol=1e-7)
+    # The calibration's local stage and residual field live in the same coordinates.
+    np.testing.assert_allclose(jax.vmap(charted._standardised)(eta),
+                               jax.vmap(plain._standardised)(z), rtol=1e-6)
+    np.testing.assert_allclose(charted.net.centre(), chart.eta_from(inner.centre()))
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +120,9 @@ def test_beta_near_its_edges_trains_in_its_chart_far_better_and_reloads(beta_edg
     mean = np.asarray(predict(run.model, eta, jax.random.key(0), 16).mean, np.float64)
     truth = exact_moments(Beta(), eta)[0]
     assert np.sqrt(np.mean((mean - truth) ** 2)) < 0.05 * truth.std()
+    # Newton inverts it from the centre of its chart (an eta inside the family's domain;
+    # the map is flat at large shapes, so the check is on mu)
+    net = run.model.net
+    found = jax.vmap(lambda m: eta_from_mu(net, m))(jnp.asarray(mean[:10], jnp.float32))
+    assert np.all(np.asarray(found) > -1)
+    np.testing.assert_allclose(jax.vmap(net)(found), mean[:10], atol=1e-3 * truth.std())
