@@ -122,8 +122,10 @@ def test_draws_depend_on_eta_id_not_on_chunking(kernel):
     assert len(set(whole.num_draws)) == 2  # re-runs included
     part = mcmc_moments(family, eta[2:], jax.random.key(5), settings, eta_ids=np.arange(2, 6),
                         block=2)
+    # the same draws; the re-runs batch the failing eta of a call together, and XLA may
+    # round a batch of another size apart in the last bits (float32: a few ulp), no more
     for a, b in zip(part, whole, strict=True):
-        np.testing.assert_array_equal(a, b[2:])
+        np.testing.assert_allclose(a, b[2:], rtol=1e-6, atol=0)
     other_ids = mcmc_moments(family, eta[2:], jax.random.key(5), settings, block=2)  # ids 0..3
     assert not np.allclose(other_ids.mu_T, whole.mu_T[2:])
 
