@@ -87,8 +87,10 @@ class AbstractET(eqx.Module):
         return self.draw(key, sample)._forward(self._check(eta))
 
     def fisher(self, eta, *, key: PRNGKeyArray | None = None, sample: bool = False):
-        """d mu_T / d eta (d, d): the model's Fisher information."""
-        return jax.jacfwd(self.draw(key, sample)._forward)(self._check(eta))
+        """d mu_T / d eta (d, d): the model's Fisher information (reverse mode where the
+        map has no forward one)."""
+        jacobian = jax.jacfwd if self.forward_mode else jax.jacrev
+        return jacobian(self.draw(key, sample)._forward)(self._check(eta))
 
     def standardised(self, eta: Float[Array, " d"]) -> Float[Array, " d"]:
         """One eta in the network's own standardised input coordinates."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
-from jaxtyping import Array, Float, PRNGKeyArray
+import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from bayes_et.expfam import Chart
 
@@ -43,13 +44,8 @@ class ChartedET(AbstractET):
         """The eta at inner's centre."""
         return self.chart.eta_from(self.inner.centre())
 
-    def fisher(self, eta, *, key: PRNGKeyArray | None = None, sample: bool = False):
-        """d mu / d eta through the chart (reverse mode where inner has no forward one)."""
-        jacobian = jax.jacfwd if self.forward_mode else jax.jacrev
-        return jacobian(self.draw(key, sample)._forward)(self._check(eta))
-
     def standardize(self, eta, mu) -> ChartedET:
         """inner's scaling fitted to the chart's coordinates and mu minus the offset."""
-        eta = jax.numpy.asarray(eta, jax.numpy.float32)
+        eta = jnp.asarray(eta, jnp.float32)
         z, offset = jax.vmap(self.chart.coords)(eta), jax.vmap(self.chart.offset)(eta)
         return ChartedET(self.inner.standardize(z, mu - offset), self.chart)
