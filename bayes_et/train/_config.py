@@ -36,6 +36,9 @@ class StageSettings:
     warmup: float = setting(0.05, number(0.0, 1.0))
     patience: int = setting(50, integer(1, 10**7))
     num_mc: int = setting(1, integer(1, 1024))
+    average: float = setting(0.0, number(0.0, 1.0, high_open=True))
+    """Per-epoch decay of an exponential moving average of the trained weights (0: none);
+    the average is what is validated and kept, so noise the steps fit averages out."""
 
 
 @dataclasses.dataclass(frozen=True)

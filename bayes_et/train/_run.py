@@ -130,7 +130,10 @@ def _network(architecture: str, config: dict, family: ExponentialFamily, key,
 def _template(hyperparams: dict, family: ExponentialFamily) -> TrainedET:
     net = _network(hyperparams["architecture"], hyperparams["network"], family,
                    jax.random.key(0), hyperparams.get("chart") is not None)
-    model = TrainedET.wrap(net, square_of=squares_of(family, net))
+    names = family.flat_names
+    kept = hyperparams.get("slope_squares")  # absent in runs made before it was chosen
+    model = TrainedET.wrap(net, square_of=squares_of(family, net) if kept is None else tuple(
+        (names.index(b), names.index(a)) for b, a in kept))
     rows = hyperparams.get("local_calibration_rows", 0)
     if rows:
         local = LocalScale.empty(rows, family.eta_dim, family.eta_dim)
@@ -172,6 +175,12 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
     if family.eta_dim != dim or hyperparams.get("stat_names") != list(family.flat_names):
         bad("stat_names", f"{list(family.flat_names)} (eta_dim {family.eta_dim}) of "
             f"{family.name}")
+    kept = hyperparams.get("slope_squares")
+    if kept is not None and not (isinstance(kept, list) and all(
+            isinstance(p, list) and len(p) == 2 and family.squares.get(p[0]) == p[1]
+            and isinstance(p[1], str) for p in kept)):
+        bad("slope_squares", f"a list of pairs [square, statistic] among "
+            f"{[list(p) for p in family.squares.items()]}")
     chart = None if family.chart is None else family.chart.name
     if hyperparams.get("chart") not in (None, chart):
         bad("chart", f"{chart!r} (the chart {family.name} declares) or null")
@@ -285,18 +294,19 @@ def _with_rows(train_set: Dataset, val_set: Dataset, rows: Dataset | None, cfg: 
 
 
 def _fit(model: TrainedET, cfg: TrainSettings, train_set: Dataset, val_set: Dataset,
-         calibration_set: Dataset | None, key: jax.Array, key_pred: jax.Array,
-         progress: bool, lr_factor: float = 1.0, fresh: bool = False
-         ) -> tuple[TrainedET, list[dict], np.ndarray]:
+         calibration_set: Dataset | None, squares: tuple[tuple[int, int], ...],
+         key: jax.Array, key_pred: jax.Array, progress: bool, lr_factor: float = 1.0,
+         fresh: bool = False) -> tuple[TrainedET, list[dict], np.ndarray]:
     """Train from the model's weights (its standardisation kept; `fresh`: untrained, no
     candidate to keep), then recalibrate on the calibration set (default: the validation
-    split); also its held-out z^2."""
+    split), the squares answered by the slope where that helps there (among `squares`);
+    also its held-out z^2."""
     floor = cfg.likelihood.noise_floor
     model, history = train(model, make_targets(train_set, model, floor),
                            make_targets(val_set, model, floor), cfg, key=key,
                            progress=progress, lr_factor=lr_factor, keep_start=not fresh)
     model, z2 = recalibrate(model, calibration_set or val_set, key_pred,
-                            cfg.predictive.num_samples)
+                            cfg.predictive.num_samples, squares)
     return model, history, z2
 
 
@@ -373,7 +383,8 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     if fresh:
         net = _network(cfg.architecture, cfg.network, family, key_net, cfg.chart)
         start = TrainedET.wrap(net.standardize(train_set.eta, train_set.mu_T),
-                               cfg.likelihood.init_misfit, squares_of(family, net))
+                               cfg.likelihood.init_misfit)
+    squares = squares_of(family, start.net)  # candidates for the slope's answer
     train_set, val_set = _with_rows(train_set, val_set, added, cfg, family)
     num_samples = cfg.predictive.num_samples
     calibration_set = _calibration_set(folder, cfg, dataset, family, progress)
@@ -381,7 +392,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
     model, history, val_z2 = start, [], None
     if refit:
         model, history, val_z2 = _fit(start, cfg, train_set, val_set, calibration_set,
-                                      key_train, key_pred, progress, fresh=fresh)
+                                      squares, key_train, key_pred, progress, fresh=fresh)
     curve = []
     for index in range(cfg.active.rounds):
         curve.append(_curve_point(evaluate(model, test_set, family, key_pred, num_samples),
@@ -396,7 +407,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         added = rows if added is None else Dataset.concatenate([added, rows], added.metadata)
         train_set, val_set = _with_rows(train_set, val_set, rows, cfg, family)
         model, more, val_z2 = _fit(model, cfg, train_set, val_set, calibration_set,
-                                   jax.random.fold_in(key_train, index + 1), key_pred,
+                                   squares, jax.random.fold_in(key_train, index + 1), key_pred,
                                    progress, cfg.active.lr_decay ** (index + 1))
         history += [{**row, "epoch": len(history) + i, "round": index + 1}
                     for i, row in enumerate(more)]
@@ -417,6 +428,8 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         "network": cfg.network, "family": spec,
         "chart": model.net.chart.name if isinstance(model.net, ChartedET) else None,
         "stat_names": list(family.flat_names),
+        "slope_squares": [[family.flat_names[b], family.flat_names[a]]
+                          for b, a in model.square_of],
         "training_region": {"eta_min": train_set.eta.min(0).tolist(),
                             "eta_max": train_set.eta.max(0).tolist()},
         "data": source, "data_method": dataset.metadata.get("method"),
@@ -437,6 +450,7 @@ def _train_into(folder: Path, cfg: TrainSettings, dataset: Dataset, family, sour
         "num_train": len(train_set), "num_validation": len(val_set), "num_test": len(test_set),
         "num_calibration": 0 if calibration_set is None else len(calibration_set),
         "parameters": get_parameter_count(model.net),
+        "slope_squares": [family.flat_names[b] for b, _ in model.square_of],
         "training_seconds": seconds, "epochs": len(history),
         "calibration": {k: np.asarray(v, np.float64).tolist()
                         for k, v in model.spread_calibration._asdict().items()} | {

@@ -90,6 +90,11 @@ def _epoch(dynamic, static, opt_state, batches: Targets, key, optimiser, loss_kw
 
 
 @eqx.filter_jit
+def _moving_average(average, dynamic, decay: float):
+    return jax.tree_util.tree_map(lambda a, x: decay * a + (1 - decay) * x, average, dynamic)
+
+
+@eqx.filter_jit
 def _validate(model: TrainedET, val: Targets, key, num_samples: int):
     head = Targets(*(a[:FISHER_LOG_POINTS] for a in val))
     return validation_nll(model, val, key, num_samples), fisher_mismatch(model, head, model.net)
@@ -139,6 +144,7 @@ def train(
         best_nll = np.inf if index == 0 and not keep_start else float(
             _validate(model, val_set, val_key, cfg.validation.num_samples)[0])
         best, waited, finite = model, 0, False
+        average = None  # the weights validated: the steps' own, or their moving average
         bar = tqdm(range(stage.epochs), desc=f"train {stage.name}", unit="epoch",
                    disable=not progress)
         for _ in bar:
@@ -148,7 +154,9 @@ def train(
             key, sub = jax.random.split(key)
             dynamic, opt_state, parts = _epoch(dynamic, static, opt_state, batches, sub,
                                                optimiser, loss_kwargs)
-            model = eqx.combine(dynamic, static)
+            average = dynamic if average is None or not stage.average else _moving_average(
+                average, dynamic, stage.average)
+            model = eqx.combine(average, static)
             val_nll, val_fisher = (float(v) for v in _validate(
                 model, val_set, val_key, cfg.validation.num_samples))
             parts = {k: float(v) for k, v in parts.items()}

@@ -14,9 +14,9 @@ from conftest import TINY, synthetic_dataset
 from scipy import integrate, stats
 
 from bayes_et import cli
-from bayes_et.data import save_dataset, split_dataset
+from bayes_et.data import Dataset, design_eta, save_dataset, split_dataset
 from bayes_et.et import build
-from bayes_et.expfam import Gamma
+from bayes_et.expfam import Gamma, Quartic
 from bayes_et.params import flatten_means, flatten_stdvs
 from bayes_et.train import (
     TrainedET,
@@ -30,8 +30,9 @@ from bayes_et.train import (
     train,
     validation_nll,
 )
+from bayes_et.train._calibration import choose_squares
 from bayes_et.train._metrics import gaussianised
-from bayes_et.train._model import chi_mixing
+from bayes_et.train._model import chi_mixing, squares_of
 from bayes_et.train._predictive import field_draws, raw_predictive, tail_scores
 
 
@@ -87,6 +88,48 @@ def test_a_stage_keeps_the_model_it_was_given_unless_it_lowers_the_validation_nl
     better, _ = train(fitted, tr, va, _one_stage(cfg, "map", 30), key=jax.random.key(3),
                       progress=False, lr_factor=0.5)
     assert float(validation_nll(better, va, key, 8)) < before
+
+
+def test_squares_are_answered_by_the_slope_only_where_that_is_closer_to_the_targets():
+    # Quartic: x2 = x^2 and x4 = x2^2, each answerable as mu_a^2 + d mu_a / d eta_a. Targets
+    # planted from an untrained network's own outputs or from its slope's answers: the
+    # choice follows them pair by pair, in order (x4's slope built on x2's answer).
+    family = Quartic()
+    eta = design_eta(family, 200, seed=0)
+    net = build("mlp", 4, {"width": 16, "depth": 1}, jax.random.key(0))
+    net = net.standardize(eta, np.random.default_rng(0).normal(size=(200, 4)))
+    candidates = squares_of(family, net)
+    assert candidates == ((1, 0), (3, 1))
+    model = TrainedET.wrap(net, square_of=candidates)
+    direct = np.asarray(jax.vmap(net)(eta))
+    both = np.asarray(jax.vmap(lambda e: model.answer(net, e))(eta))
+    x4_only = replace(model, square_of=((3, 1),))
+    only_x4 = np.asarray(jax.vmap(lambda e: x4_only.answer(net, e))(eta))
+    assert np.abs(both - direct)[:, [1, 3]].min() > 0  # the routes differ everywhere
+
+    def planted(mu):
+        n = len(eta)
+        return Dataset(eta, mu, np.zeros((n, 4, 4)), np.full((n, 4), np.inf),
+                       np.full((n, 4), np.nan), np.zeros(n, np.int32), {})
+
+    for targets, kept in ((both, candidates), (direct, ()), (only_x4, ((3, 1),))):
+        chosen = choose_squares(TrainedET.wrap(net), planted(targets), candidates)
+        assert chosen.square_of == kept
+        answers = np.asarray(jax.vmap(chosen.answer, (None, 0))(net, eta))
+        np.testing.assert_allclose(answers, targets, rtol=1e-6, atol=1e-6)
+
+
+def test_a_stage_with_average_validates_the_moving_average_of_its_weights(noisy_gamma):
+    # The averaged weights (decay 0.9 per epoch) wander far less from one epoch to the
+    # next than the steps' own: the noise the steps fit averages out.
+    cfg, model, tr, va, _ = _setup(noisy_gamma)
+    jitter = {}
+    for average in (0.0, 0.9):
+        stage = replace(_one_stage(cfg, "map", 60).stages[0], average=average, patience=1000)
+        _, history = train(model, tr, va, replace(cfg, stages=(stage,)), key=jax.random.key(1),
+                           progress=False)
+        jitter[average] = np.std(np.diff([row["val_nll"] for row in history][-20:]))
+    assert jitter[0.9] < 0.5 * jitter[0.0], jitter
 
 
 def _coverage_90(model, data, key, num_samples=16):
@@ -277,6 +320,10 @@ def test_train_and_evaluate_commands(tmp_path, capsys):
     ({"architecture": "cnn"}, "config key 'architecture': got 'cnn'"),
     ({"stages": [{"name": "mcmc", "epochs": 3}]}, "config key 'stages[0].name'"),
     ({"stages": [{"name": "map", "epochs": 0}]}, "config key 'stages[0].epochs': got 0"),
+    ({"stages": [{"name": "map", "epochs": 3, "average": 1.0}]},
+     "config key 'stages[0].average': got 1.0"),
+    ({"stages": [{"name": "map", "epochs": 3, "average": -0.1}]},
+     "config key 'stages[0].average': got -0.1"),
     ({"split": [0.5, 0.5]}, "config key 'split'"),
     ({"likelihood": {"noise": 1}}, "config key 'likelihood.noise' is unknown"),
     ({"batchsize": 3}, "config key 'batchsize' is unknown"),
