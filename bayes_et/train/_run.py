@@ -177,8 +177,8 @@ def _check_header(path: Path, hyperparams: dict, family) -> ExponentialFamily:
             f"{family.name}")
     kept = hyperparams.get("slope_squares")
     if kept is not None and not (isinstance(kept, list) and all(
-            isinstance(p, list) and len(p) == 2 and family.squares.get(p[0]) == p[1]
-            and isinstance(p[1], str) for p in kept)):
+            isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p)
+            and family.squares.get(p[0]) == p[1] for p in kept)):
         bad("slope_squares", f"a list of pairs [square, statistic] among "
             f"{[list(p) for p in family.squares.items()]}")
     chart = None if family.chart is None else family.chart.name

@@ -430,8 +430,10 @@ def _rewrite_header(path: Path, change, rehash: bool) -> None:
      "header field 'residual_field_per_coordinate'"),
     (lambda p: _rewrite_header(p, lambda h: h["hyperparams"].update(
         slope_squares=[["x", "x"]]), rehash=True), "header field 'slope_squares'"),
+    (lambda p: _rewrite_header(p, lambda h: h["hyperparams"].update(
+        slope_squares=[[["x"], "x"]]), rehash=True), "header field 'slope_squares'"),
 ], ids=["truncated", "relabelled", "weights_altered", "garbled", "eta_dim", "architecture",
-        "field_lengths", "slope_squares"])
+        "field_lengths", "slope_squares", "slope_squares_unhashable"])
 def test_damaged_model_files_are_refused(damage, message, work, tmp_path, capsys):
     run = _copy_run(work, tmp_path)
     damage(run / "model.eqx")
