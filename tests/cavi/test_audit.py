@@ -1,6 +1,7 @@
 """The audit (DESIGN.md §8b): oracles answer random members at the network's fixed point; the
 rectified fixed point's 90% interval covers the exact one whatever the network's error."""
 
+import dataclasses
 import json
 
 import equinox as eqx
@@ -27,6 +28,8 @@ from bayes_et.cavi import (
 )
 from bayes_et.cavi._audit import _draw_members, _half_widths
 from bayes_et.expfam import Gamma, Gaussian, PoissonLogNormal, Quartic, exact_moments
+from bayes_et.train import load_run
+from bayes_et.train._model import squares_of
 
 GH = ExactMoments(PoissonLogNormal(), "gauss_hermite")
 SOLVER = {"tol": 1e-9, "max_iter": 500, "track_elbo": False}
@@ -286,8 +289,11 @@ def test_network_jacobian_is_the_derivative_of_its_answer_and_a_fallback_row_the
     """The forward-mode Jacobian (squares route and residual field included) matches central
     differences of the network's own answer; behind a fallback, a row outside the training
     region takes the backup's exact Jacobian, the others the network's."""
-    network = NetworkMoments(trained_runs["gaussian"], num_samples=4)
-    assert network.model.field is not None and network.model.square_of
+    # the squares route on, whichever answer training chose for this run
+    model, family, region, _ = load_run(trained_runs["gaussian"])
+    model = dataclasses.replace(model, square_of=squares_of(family, model.net))
+    assert model.field is not None and model.square_of
+    network = NetworkMoments(model, num_samples=4, family=family, training_region=region)
     eta = jnp.array([[10.0, -8.0], [20.0, -12.0], [30.0, -20.0], [80.0, -2.0]])
     key = jax.random.key(0)
     forward = np.asarray(network.jacobian(eta[:3], key), np.float64)
