@@ -234,6 +234,7 @@ def test_the_rectified_solve_keeps_the_members_kept_with_the_fallback_after_swit
         assert np.all(audit.contains(exact.eta)[name])
 
 
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
 def test_a_census_with_an_exact_oracle_iterates_to_the_exact_fixed_point():
     """A single factor is its own member: the audit answers it, and the exact sweeps from
     the network's fixed point reach the quadrature fixed point (no sampling, no

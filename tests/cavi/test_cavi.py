@@ -261,6 +261,7 @@ def test_cli_writes_result_and_figure(name, tmp_path, capsys):
     assert "converged after" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
 def test_cli_with_network_providers_reports_bands(trained_runs, tmp_path):
     config = {"example": "normal_gamma", "arguments": PRIOR,
               "data": [float(v) for v in DATA],

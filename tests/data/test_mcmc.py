@@ -67,6 +67,7 @@ def test_chees_z_scores_are_standard(family):
     assert np.abs(z[ok]).max() <= 6
 
 
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
 def test_quality_gate_reruns_with_more_draws_and_keeps_flags():
     family = Gamma()
     eta = design_eta(family, 4, seed=0)

@@ -305,6 +305,7 @@ def test_files_honour_the_umask(mask, tmp_path):
 # ------------------------------------------------------------------ 5. runs carry their data
 
 
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
 def test_a_run_keeps_its_rows_and_extend_finds_them_from_any_folder(work, tmp_path,
                                                                     monkeypatch):
     first, second = tmp_path / "a", tmp_path / "b"
@@ -326,7 +327,8 @@ def test_a_run_keeps_its_rows_and_extend_finds_them_from_any_folder(work, tmp_pa
 # ------------------------------------------------------------------ 6. convergence
 
 
-@pytest.mark.parametrize("model", ["normal_gamma", "quartic_prior", "random_effects"])
+@pytest.mark.parametrize("model", [
+    "normal_gamma", pytest.param("quartic_prior", marks=pytest.mark.slow), "random_effects"])
 def test_damping_cannot_fake_convergence(model):
     build = {
         "normal_gamma": lambda: examples.normal_gamma(examples.simulate(20, 1.0, 1.0, 0),

@@ -105,6 +105,7 @@ def beta_edges(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
 def test_beta_near_its_edges_trains_in_its_chart_far_better_and_reloads(beta_edges, tmp_path):
     scores = {}
     for chart in (True, False):

@@ -4,6 +4,7 @@ its draws."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bayes_et.train._field import fit_field
 
@@ -25,6 +26,7 @@ def _fitted(seed, n=120):
     return field, jnp.asarray(rng.uniform(-1.5, 1.5, (200, 2)))
 
 
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
 def test_the_field_band_carries_the_statistics_correlation_and_its_draws_match_it():
     combination = np.array([0.9, -1.0])  # nearly the shared noise's null direction
     full, diagonal = [], []

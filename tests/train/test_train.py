@@ -394,6 +394,7 @@ def test_each_config_trains_its_architecture(path, noisy_gamma):
     assert all(np.isfinite(row["val_nll"]) and np.isfinite(row["val_fisher"]) for row in history)
 
 
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
 def test_a_data_config_is_generated_once_into_the_run_folder(tmp_path):
     from bayes_et.train import train_run
 
