@@ -55,6 +55,7 @@ def test_acceleration_reaches_the_plain_fixed_point_in_fewer_sweeps(name):
         assert np.all(np.diff(fast.elbo) >= -1e-9 * np.abs(fast.elbo[1:]))
 
 
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
 def test_the_plate_converges_in_half_the_plain_sweeps():
     model = _counts(2000, 7)
     plain = run_cavi(model, GH, accelerate=False, track_elbo=False)

@@ -195,7 +195,8 @@ def test_the_network_is_smooth_to_float64_inside_the_solver(trained_runs):
     np.testing.assert_allclose((high - low)[0] / (2 * step[0, 0]), slope, rtol=1e-4)
 
 
-@pytest.mark.parametrize("x64", [pytest.param(False, marks=pytest.mark.slow), True])
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
+@pytest.mark.parametrize("x64", [False, True])
 def test_sampling_provider_runs_in_cavi_with_x64_on_and_off(x64):
     x = examples.simulate(20, 1.0, 1.0, 0)
     model = examples.normal_gamma(x, **PRIOR)

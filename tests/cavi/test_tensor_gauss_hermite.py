@@ -106,6 +106,7 @@ def test_tensor_rule_covariance_is_the_derivative_of_the_mean():
     np.testing.assert_allclose(cov, cov.T, atol=1e-12)
 
 
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
 def test_a_ring_shaped_factor_is_flagged_not_answered():
     """The Ginzburg-Landau Mexican hat (a ring of modes): no Laplace frame fits it, the
     error estimate passes tol, and the row is NaN with OVER_TOLERANCE (a fallback answers

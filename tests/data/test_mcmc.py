@@ -26,7 +26,7 @@ FAMILIES = [Gaussian(), Gamma(), Beta(), VonMises(), TruncatedNormal(), Quartic(
 DOUBLE_WELLS = np.array([[0.0, 1.5, 0.0, -0.2], [0.3, 1.2, -0.1, -0.25], [-0.5, 1.0, 0.2, -0.3]])
 
 
-SLOW_FAMILIES = ("Quartic", "VonMises", "MultivariateNormal", "Beta")  # the longest: -m slow
+SLOW_FAMILIES = ("Quartic", "VonMises", "MultivariateNormal", "Beta", "TruncatedNormal")  # -m slow
 
 
 @pytest.mark.parametrize("family", [
@@ -112,8 +112,8 @@ def test_a_rerun_continues_the_failing_chains_in_one_program_compiled_once(kerne
     assert np.any(more.num_draws == 400) and CountedGamma.traces == traced
 
 
-@pytest.mark.parametrize("kernel", [pytest.param(k, marks=pytest.mark.slow) if k == "nuts" else k
-                                    for k in sorted(KERNELS)])
+@pytest.mark.slow  # a heavier check of a kind the fast tier covers: in the slow tier
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_draws_depend_on_eta_id_not_on_chunking(kernel):
     family = Gamma()
     eta = design_eta(family, 6, seed=1)
