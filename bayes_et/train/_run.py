@@ -99,9 +99,16 @@ def evaluate(model: TrainedET, data: Dataset, family: ExponentialFamily, key: ja
              num_samples: int = 64) -> dict[str, Any]:
     """Calibration metrics of the model's predictive on `data` against exact moments, or,
     for a family without any (multi-dimensional x), against the data's own Monte-Carlo
-    targets with their MC variance added to the predictive one (`truth` says which)."""
+    targets with their MC variance added to the predictive one (`truth` says which).
+    A prediction that is not finite is an error naming the first such eta."""
     mean, cov, dof = predict(model, data.eta, key, num_samples)
     var = np.diagonal(np.asarray(cov, np.float64), axis1=1, axis2=2)
+    bad = ~np.all(np.isfinite(np.asarray(mean)) & np.isfinite(var), axis=1)
+    if bad.any():
+        first = np.asarray(data.eta[np.flatnonzero(bad)[0]], np.float64)
+        raise ValueError(f"the network's answer is not finite at {int(bad.sum())} of "
+                         f"{len(bad)} held-out eta (first: eta = {np.round(first, 4).tolist()})"
+                         "; it cannot be scored there")
     mcse = None
     if np.all(np.isfinite(data.ess)):
         mcse = np.sqrt(np.diagonal(mc_noise(data), axis1=1, axis2=2))

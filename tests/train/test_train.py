@@ -21,6 +21,7 @@ from bayes_et.params import flatten_means, flatten_stdvs
 from bayes_et.train import (
     TrainedET,
     calibration_metrics,
+    evaluate,
     function_draws,
     load_run,
     load_train_config,
@@ -130,6 +131,15 @@ def test_a_stage_with_average_validates_the_moving_average_of_its_weights(noisy_
                            progress=False)
         jitter[average] = np.std(np.diff([row["val_nll"] for row in history][-20:]))
     assert jitter[0.9] < 0.5 * jitter[0.0], jitter
+
+
+def test_a_network_whose_answer_is_not_finite_is_refused_by_evaluate_naming_the_eta(
+        noisy_gamma):
+    _, model, *_ = _setup(noisy_gamma)
+    broken = eqx.tree_at(lambda m: m.log_misfit, model, jnp.full_like(model.log_misfit, jnp.nan))
+    with pytest.raises(ValueError, match=r"not finite at 400 of 400 held-out eta \(first: eta = "):
+        evaluate(broken, noisy_gamma, Gamma(), jax.random.key(0), 4)
+    assert evaluate(model, noisy_gamma, Gamma(), jax.random.key(0), 4)["coverage"]
 
 
 def _coverage_90(model, data, key, num_samples=16):
